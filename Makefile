@@ -1,0 +1,69 @@
+# omc: every target creates and reuses .venv/ on its own; only Python 3.10+ and pip are needed.
+#
+#   make benchmark   set up, export the default OMC-L model (1088x608) and benchmark it on the CPU
+#   make test        set up, type-check and run the test suite (what CI runs)
+#
+# Variables: PYTHON (interpreter for the venv), TORCH_INDEX (where torch comes from: the CPU index
+# by default; a GPU user sets e.g. https://download.pytorch.org/whl/cu128), WEIGHTS (a checkpoint;
+# empty exports seeded random weights), IMG_SIZE, ENGINES (output folder), BACKEND, VIDEO.
+
+PYTHON      ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+OMC         := $(VENV)/bin/omc
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+EXTRAS      ?= export,eval,bench,rtx,dev
+WEIGHTS     ?=
+IMG_SIZE    ?= 1088x608
+ENGINES     ?= engines/omc_l_$(IMG_SIZE)
+BACKEND     ?= torch,ort,ort-int8
+VIDEO       ?=
+PYTEST_ARGS ?=
+
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test typecheck pytest export engines calib benchmark demo test-gpu clean
+
+setup: $(STAMP)
+
+# torch goes first, alone and without dependencies, from TORCH_INDEX: PyPI's default torch for
+# Linux is a multi-GB CUDA build. pip then resolves torch's own dependencies with the project.
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --retries 1 --no-deps --extra-index-url $(TORCH_INDEX) torch==2.13.0
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
+	$(PY) tests/typecheck/prepare_trt_stubs.py
+	touch $(STAMP)
+
+test: setup typecheck pytest
+
+typecheck: setup
+	$(PY) -m mypy
+	$(PY) tests/typecheck/check_trt_api.py
+
+pytest: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+$(ENGINES)/export.json: | $(STAMP)
+	$(OMC) export $(if $(WEIGHTS),--weights $(WEIGHTS),--random-weights) --img-size $(IMG_SIZE) --out $(ENGINES)
+
+export: setup $(ENGINES)/export.json
+
+engines: export
+	$(OMC) export $(if $(WEIGHTS),--weights $(WEIGHTS),--random-weights) --img-size $(IMG_SIZE) --precision fp16 --out $(ENGINES)/fp16
+	$(OMC) build --onnx $(ENGINES)/fp16
+
+benchmark: export
+	$(OMC) bench --onnx $(ENGINES) --backend $(BACKEND) --plot
+
+demo: export
+	@test -n "$(VIDEO)" || { echo "usage: make demo VIDEO=path/to/video.mp4"; exit 2; }
+	$(OMC) track "$(VIDEO)" --engines $(ENGINES) --out runs/demo.txt --save-video runs/demo.mp4
+
+test-gpu: setup
+	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) engines runs .pytest_cache .mypy_cache

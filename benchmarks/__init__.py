@@ -1,0 +1,1 @@
+"""Per-stage latency benchmarks, side by side with the PyTorch reference path."""

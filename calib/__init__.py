@@ -1,0 +1,1 @@
+"""INT8 calibration data and quantized graphs."""

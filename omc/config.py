@@ -1,0 +1,145 @@
+"""Every knob of omc, one frozen dataclass per stage, with the reference implementation's defaults.
+
+Sources are cited as sections of `omc-reference.md` (the project's spec of the reference code,
+JudasDie/SOTS branch MOT, folder OMC/). The CLI builds these from flags; nothing below `omc.cli`
+sees an argparse namespace. `__post_init__` validates and raises `BadInput`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping
+
+from omc.errors import BadInput
+
+
+def _check_unit_interval(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if not 0.0 <= value <= 1.0:
+            raise BadInput(f"{owner}.{name} must lie in [0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Thresholds of the OMC tracker (omc-reference.md sections 4 and 5)."""
+
+    # Detection (section 4.2): candidates with obj*cls above this are kept; new tracks need it too.
+    conf_thres: float = 0.5
+    # Cluster-DIoU NMS (4.2): a box's threshold is max(density at its centre cell, nms_thres).
+    nms_thres: float = 0.6
+    # Exponent on the normalised centre distance in DIoU (4.2).
+    nms_diou_exponent: float = 0.7
+    # Fixed-point rounds of cluster NMS (4.2).
+    nms_max_rounds: int = 200
+    # At most this many basic detections per frame after NMS (4.2).
+    max_detections: int = 300
+    # Re-check peaks with heat above this become transductive boxes (2, "Peaks").
+    recheck_score_thres: float = 0.3
+    # A transductive box is added when its IoU with every basic box is at most this (4.3).
+    fusion_iou_thres: float = 0.5
+    # Frames a lost track is kept, at 30 fps; scaled by frame_rate / 30 (4).
+    track_buffer: int = 30
+    # Smoothing factor of the track embedding: f = f + alpha (new - f) (4.6).
+    embedding_alpha: float = 0.1
+    # First association: fused embedding + motion cost limit (4.5).
+    match_thres_embedding: float = 0.4
+    # Weight of the embedding cost against the Mahalanobis distance (4.5).
+    motion_lambda: float = 0.98
+    # Mahalanobis gate: chi-square 0.95 quantile with 4 degrees of freedom (4.5).
+    gating_threshold: float = 9.4877
+    # Second association: IoU distance limit for tracked tracks (4.5).
+    match_thres_iou: float = 0.5
+    # Third association: IoU distance limit for unconfirmed tracks (4.5).
+    match_thres_unconfirmed: float = 0.7
+    # Tracked and lost tracks closer than this IoU distance are duplicates (4, 4.8).
+    duplicate_iou_distance: float = 0.15
+    # Output filter of the reference entry script: area above this (frame pixels squared) ...
+    min_box_area: float = 100.0
+    # ... and width / height not above this.
+    max_aspect_ratio: float = 4.0
+    # Run the re-check network (OMC); False runs the CSTrack baseline on the same engines.
+    recheck: bool = True
+
+    def __post_init__(self) -> None:
+        _check_unit_interval(
+            "TrackerConfig",
+            conf_thres=self.conf_thres,
+            nms_thres=self.nms_thres,
+            recheck_score_thres=self.recheck_score_thres,
+            fusion_iou_thres=self.fusion_iou_thres,
+            embedding_alpha=self.embedding_alpha,
+            motion_lambda=self.motion_lambda,
+        )
+        for name in ("nms_max_rounds", "max_detections", "track_buffer"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"TrackerConfig.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("match_thres_embedding", "match_thres_iou", "match_thres_unconfirmed", "gating_threshold"):
+            if getattr(self, name) <= 0:
+                raise BadInput(f"TrackerConfig.{name} must be positive, got {getattr(self, name)}")
+
+    def max_time_lost(self, frame_rate: float) -> int:
+        """Frames a lost track survives at this frame rate (reference: int(frame_rate / 30 * buffer))."""
+        return int(frame_rate / 30.0 * self.track_buffer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrackerConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BadInput(f"unknown tracker option(s): {', '.join(unknown)}")
+        return cls(**dict(data))
+
+    def with_overrides(self, **overrides: Any) -> "TrackerConfig":
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How `omc export` shapes the two engines (engine-contract.md)."""
+
+    # Network input (width, height); multiples of 32. The reference runs 1088 x 608.
+    img_size: tuple[int, int] = (1088, 608)
+    # Largest detector batch the engines accept (B runs from 1 to this).
+    max_batch: int = 4
+    # Largest tracklet count n of the re-check engine.
+    max_tracklets: int = 512
+    # Detector candidates kept by top-K, by score (K).
+    topk: int = 1000
+    # Re-check heat-map peaks kept (P; the reference decodes 100).
+    peaks: int = 100
+    # Shrink-window radius r; the checkpoint's stored `radius` when None (reference default 3).
+    shrink_radius: int | None = None
+    # "reference": rows/cols [c - r, c + r) as the released weights were trained;
+    # "paper": |x - c| <= r as the paper writes.
+    shrink_window: str = "reference"
+    # ONNX opset of the written graphs.
+    opset: int = 18
+    # fp32, or fp16 (half compute, float32 at the contract's boundary and for coordinates).
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        width, height = self.img_size
+        if width <= 0 or height <= 0 or width % 32 or height % 32:
+            raise BadInput(f"image size {width}x{height} must be positive multiples of 32 (e.g. 1088x608)")
+        for name in ("max_batch", "max_tracklets", "topk", "peaks"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.shrink_radius is not None and self.shrink_radius < 1:
+            raise BadInput(f"--shrink-radius must be at least 1, got {self.shrink_radius}")
+        if self.shrink_window not in ("reference", "paper"):
+            raise BadInput(f"--shrink-window must be 'reference' or 'paper', got '{self.shrink_window}'")
+        if self.precision not in ("fp32", "fp16"):
+            raise BadInput(f"--precision must be 'fp32' or 'fp16', got '{self.precision}'")
+        if not 17 <= self.opset <= 21:
+            raise BadInput(f"--opset must be between 17 and 21, got {self.opset}")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1088x608' -> (1088, 608); BadInput on anything else."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise BadInput(f"size '{text}' must be WIDTHxHEIGHT, e.g. 1088x608")
+    return int(parts[0]), int(parts[1])

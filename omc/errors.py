@@ -1,0 +1,45 @@
+"""The exceptions a user of omc can meet.
+
+Everything a user can cause (a bad file, a bad size, a missing optional library, engines that do
+not belong together) raises `OmcError` or a subclass, with a one-sentence message that says what
+failed, on which file or value, and what to do. The CLI prints such errors as one line and exits
+with status 2; any other exception is a bug in omc and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class OmcError(Exception):
+    """A problem the user can fix; the message is meant to be shown as it is."""
+
+
+class BadInput(OmcError):
+    """An input file, frame, size or option is unusable."""
+
+
+class CheckpointError(OmcError):
+    """A checkpoint cannot be read safely or does not fit the architecture it describes."""
+
+
+class UnsafeCheckpoint(CheckpointError):
+    """A pickle names a global outside the allow-list; nothing it names was run."""
+
+
+class EngineMismatch(OmcError):
+    """Engines or their metadata come from a different export, edition, version or GPU target."""
+
+
+class MissingDependency(OmcError):
+    """An optional library is not installed; the message names the pip extra that provides it."""
+
+    def __init__(self, what: str, extra: str, detail: str = "") -> None:
+        message = f"{what} is not installed; it comes with omc's '{extra}' extra: pip install '.[{extra}]'"
+        if detail:
+            message += f" ({detail})"
+        super().__init__(message)
+        self.what = what
+        self.extra = extra
+
+
+class CheckFailed(OmcError):
+    """A verification ran and its result is outside tolerance (CLI exit status 1)."""

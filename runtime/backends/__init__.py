@@ -1,0 +1,1 @@
+"""Inference backends: ONNX Runtime, TensorRT, or any object with infer(feeds) -> outputs."""
