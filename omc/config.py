@@ -143,3 +143,81 @@ def parse_size(text: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
         raise BadInput(f"size '{text}' must be WIDTHxHEIGHT, e.g. 1088x608")
     return int(parts[0]), int(parts[1])
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How `omc eval` scores results against MOTChallenge ground truth (MOTChallenge devkit rules)."""
+
+    # A result box matches a ground-truth box when their IoU is at least this (MOTChallenge).
+    iou_threshold: float = 0.5
+    # Ground-truth rows count only when their 7th column (the "consider" mark) equals this.
+    consider_mark: int = 1
+    # MOT16/17/20 class id of pedestrians, the only class scored; -1 (no class given) counts too.
+    pedestrian_class: int = 1
+    # Classes whose matched result boxes are dropped before scoring instead of counting as false
+    # positives: person on vehicle, static person, distractor, reflection (the MOTChallenge
+    # evaluation's distractor classes, as in TrackEval's MOT loader and py-motmetrics' preprocess).
+    distractor_classes: tuple[int, ...] = (2, 7, 8, 12)
+
+    def __post_init__(self) -> None:
+        _check_unit_interval("EvalConfig", iou_threshold=self.iou_threshold)
+        if self.iou_threshold == 0.0:
+            raise BadInput("EvalConfig.iou_threshold must be above 0, got 0")
+
+
+@dataclass(frozen=True)
+class OverlayConfig:
+    """How `omc track --save-video` draws tracks on frames (our choice; the reference draws none)."""
+
+    # Centres of the last this many frames form a track's trail.
+    trail_length_frames: int = 30
+    # Box and trail line thickness, pixels.
+    line_thickness_px: int = 2
+    # Restored (re-check) boxes are dashed: dash and gap length along the edge, pixels.
+    dash_length_px: int = 6
+    # Label text scale (OpenCV Hershey font units).
+    font_scale: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("trail_length_frames", "line_thickness_px", "dash_length_px"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"OverlayConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.font_scale <= 0:
+            raise BadInput(f"OverlayConfig.font_scale must be positive, got {self.font_scale}")
+
+
+# TensorRT editions `omc build` can use: NVIDIA TensorRT (data-centre GPUs, Jetson) and TensorRT
+# for RTX (RTX-class GPUs; builds without a GPU). "auto" prefers full TensorRT when importable.
+TRT_EDITIONS = ("auto", "tensorrt", "rtx")
+# TensorRT for RTX compute-capability targets (export-and-tensorrt-notes.md, "Builder targets").
+RTX_GPU_TARGETS = ("SM75", "SM80", "SM86", "SM89", "SM120", "SM121")
+# What a TensorRT for RTX build without --gpu-target runs on (same notes: "portable across
+# SM86/SM89/SM120").
+RTX_PORTABLE_TARGETS = ("SM86", "SM89", "SM120")
+
+
+@dataclass(frozen=True)
+class TensorRTBuildConfig:
+    """How `omc build` turns an ONNX export into TensorRT engines (export-and-tensorrt-notes.md)."""
+
+    # "auto" (full TensorRT when importable, else TensorRT for RTX), "tensorrt" or "rtx".
+    edition: str = "auto"
+    # TensorRT for RTX targets, e.g. ("SM86",); empty builds the portable engine (RTX_PORTABLE_TARGETS).
+    gpu_targets: tuple[str, ...] = ()
+    # Detector profile's optimum batch: live tracking sends one frame at a time.
+    opt_batch: int = 1
+    # Re-check profile's optimum tracklet count: a typical crowd (clipped to the export's max).
+    opt_tracklets: int = 32
+
+    def __post_init__(self) -> None:
+        if self.edition not in TRT_EDITIONS:
+            raise BadInput(f"--edition must be one of {', '.join(TRT_EDITIONS)}, got '{self.edition}'")
+        unknown = [target for target in self.gpu_targets if target not in RTX_GPU_TARGETS]
+        if unknown:
+            raise BadInput(f"--gpu-target {', '.join(unknown)} is not one of {', '.join(RTX_GPU_TARGETS)}")
+        if len(set(self.gpu_targets)) != len(self.gpu_targets):
+            raise BadInput(f"--gpu-target lists a target twice: {', '.join(self.gpu_targets)}")
+        for name in ("opt_batch", "opt_tracklets"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"TensorRTBuildConfig.{name} must be at least 1, got {getattr(self, name)}")

@@ -1,0 +1,206 @@
+"""MOTChallenge text results: a crash-safe per-frame writer and a reader for results and ground truth.
+
+Format (one row per box, comma separated, no header):
+`frame,id,x,y,w,h,score,-1,-1,-1` with (x, y) the top-left corner, w and h the size, all in frame
+pixels (2 decimals), score with 4 decimals. Ground-truth files use the same first six columns,
+then `mark,class,visibility` (MOT16/17/20) or `conf,-1,-1,-1` (MOT15).
+
+Writing: `MotResultsWriter` writes to `<name>.partial` beside the target, flushes after each
+frame and records how many bytes of whole frames are on disk. `close()` renames the partial file
+to the target. When the run stops early (an error, Ctrl-C) `close(complete=False)` first cuts
+the file back to the last whole frame, so an interrupted run leaves a valid results file with
+every frame done so far; a run that wrote no frame at all removes its partial file and leaves
+any earlier file at the target untouched. A process that is killed outright (SIGKILL) leaves
+the `.partial` file.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import numpy.typing as npt
+
+from omc.errors import BadInput
+
+log = logging.getLogger(__name__)
+
+PARTIAL_SUFFIX = ".partial"
+# Columns of a MOTChallenge row: frame, id, x, y, w, h are required; the rest default to -1.
+REQUIRED_COLUMNS = 6
+# A results row ends with three unused columns (3-D world coordinates in MOT15), always -1.
+_ROW_FORMAT = "{:d},{:d},{:.2f},{:.2f},{:.2f},{:.2f},{:.4f},-1,-1,-1\n"
+
+
+def partial_path(path: Path) -> Path:
+    """The temporary name a writer uses for `path` until it is finalised."""
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def format_frame(
+    frame_index: int,
+    track_ids: npt.NDArray[np.int64],
+    boxes_xyxy: npt.NDArray[np.floating],
+    scores: npt.NDArray[np.floating],
+) -> str:
+    """MOTChallenge rows of one frame as text.
+
+    track_ids: [N] int.  boxes_xyxy: [N, 4] corners x1, y1, x2, y2 in frame pixels.  scores: [N].
+    Returns N lines `frame,id,x,y,w,h,score,-1,-1,-1` ('' when N == 0).
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    ids = np.asarray(track_ids).reshape(-1)
+    conf = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if not len(ids) == len(boxes) == len(conf):
+        raise ValueError(f"{len(ids)} ids, {len(boxes)} boxes and {len(conf)} scores must have one length")
+    tlwh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    # Text formatting is per row by nature; this runs once per frame for at most a few hundred rows.
+    return "".join(
+        _ROW_FORMAT.format(frame_index, int(i), *row, s) for i, row, s in zip(ids, tlwh.tolist(), conf.tolist())
+    )
+
+
+class MotResultsWriter:
+    """Write MOTChallenge results frame by frame; see the module docstring for crash safety.
+
+    Use as a context manager: leaving the block normally finalises the file, leaving it through
+    an exception keeps the whole frames written so far (complete=False).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.partial = partial_path(self.path)
+        self._file: io.TextIOWrapper | None = open(self.partial, "w", encoding="ascii", newline="\n")
+        self._committed_bytes = 0
+        self.frames_written = 0
+        self.rows_written = 0
+
+    def write_frame(
+        self,
+        frame_index: int,
+        track_ids: npt.NDArray[np.int64],
+        boxes_xyxy: npt.NDArray[np.floating],
+        scores: npt.NDArray[np.floating],
+    ) -> None:
+        """Append one frame's rows (arrays as in `format_frame`) and flush them to the OS."""
+        if self._file is None:
+            raise ValueError(f"results writer for {self.path} is closed")
+        text = format_frame(frame_index, track_ids, boxes_xyxy, scores)
+        self._file.write(text)
+        self._file.flush()
+        self._committed_bytes += len(text)  # ASCII: one byte per character
+        self.frames_written += 1
+        self.rows_written += len(track_ids)
+
+    def close(self, complete: bool = True) -> Path | None:
+        """Finalise: rename the partial file to the target and return its path.
+
+        complete=False (the run stopped early): cut the file back to the last whole frame first;
+        when no frame was written, remove the partial file and return None.
+        Closing twice is a no-op returning the target path.
+        """
+        if self._file is None:
+            return self.path if self.path.exists() else None
+        self._file.close()
+        self._file = None
+        if not complete and self.frames_written == 0:
+            self.partial.unlink(missing_ok=True)
+            return None
+        if not complete:
+            os.truncate(self.partial, self._committed_bytes)
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def __enter__(self) -> "MotResultsWriter":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close(complete=exc_type is None)
+
+
+@dataclass(frozen=True)
+class MotTable:
+    """Rows of a MOTChallenge text file, as parallel arrays (N rows).
+
+    frames: [N] int64, 1-based.  ids: [N] int64.  boxes_tlwh: [N, 4] float64 x, y (top-left),
+    w, h in frame pixels.  scores: [N] float64, column 7 (results: confidence; ground truth: the
+    consider mark 0/1), 1 when absent.  classes: [N] int64, column 8, -1 when absent.
+    visibility: [N] float64, column 9, -1 when absent.
+    """
+
+    frames: npt.NDArray[np.int64]
+    ids: npt.NDArray[np.int64]
+    boxes_tlwh: npt.NDArray[np.float64]
+    scores: npt.NDArray[np.float64]
+    classes: npt.NDArray[np.int64]
+    visibility: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def select(self, mask: npt.NDArray[np.bool_]) -> "MotTable":
+        """The rows where `mask` ([N] bool) is True, as a new table."""
+        return MotTable(
+            self.frames[mask], self.ids[mask], self.boxes_tlwh[mask],
+            self.scores[mask], self.classes[mask], self.visibility[mask],
+        )
+
+
+def read_mot_txt(path: str | Path) -> MotTable:
+    """Read a MOTChallenge results or ground-truth file (commas and/or whitespace between values).
+
+    Blank lines are skipped; an empty file gives an empty table. BadInput names the file when it
+    is missing, unreadable, has rows of different lengths, fewer than 6 columns, a value that is
+    not a number, a frame number below 1, or a negative width or height.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"MOTChallenge file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read {path}: {exc.__class__.__name__}") from exc
+    if not text.strip():
+        return _empty_table()
+    try:
+        rows = np.loadtxt(io.StringIO(text.replace(",", " ")), dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else "unparsable row"
+        raise BadInput(f"{path} is not a MOTChallenge text file ({detail})") from None
+    if rows.shape[1] < REQUIRED_COLUMNS:
+        raise BadInput(f"{path} has {rows.shape[1]} columns; MOTChallenge rows have at least {REQUIRED_COLUMNS} (frame,id,x,y,w,h)")
+    if not np.isfinite(rows[:, :REQUIRED_COLUMNS]).all():
+        raise BadInput(f"{path} has non-finite values in its frame, id or box columns")
+    if (rows[:, 0] < 1).any():
+        line = int(np.argmax(rows[:, 0] < 1)) + 1
+        raise BadInput(f"{path}: frame numbers start at 1 (row {line} has {rows[line - 1, 0]:g})")
+    if (rows[:, 4:6] < 0).any():
+        line = int(np.argmax((rows[:, 4:6] < 0).any(axis=1))) + 1
+        raise BadInput(f"{path}: row {line} has a negative width or height")
+
+    def column(index: int, fill: float) -> npt.NDArray[np.float64]:
+        return rows[:, index] if rows.shape[1] > index else np.full(len(rows), fill)
+
+    return MotTable(
+        frames=rows[:, 0].astype(np.int64),
+        ids=rows[:, 1].astype(np.int64),
+        boxes_tlwh=np.ascontiguousarray(rows[:, 2:6]),
+        scores=column(6, 1.0),
+        classes=column(7, -1.0).astype(np.int64),
+        visibility=column(8, -1.0),
+    )
+
+
+def _empty_table() -> MotTable:
+    return MotTable(
+        np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4), np.float64),
+        np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, np.float64),
+    )

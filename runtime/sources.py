@@ -1,0 +1,301 @@
+"""Frame sources: a video file, a folder of images, or a MOTChallenge sequence folder.
+
+`open_source(path)` picks the kind from what `path` is and returns a `FrameSource`. Iterating a
+source yields `(frame_index, frame_bgr)`: `frame_index` is 1-based MOTChallenge numbering (a
+MOTChallenge sequence takes it from the image file names, `000001.jpg` -> 1; other sources count
+from 1), `frame_bgr` is uint8 [H, W, 3] BGR, a fresh array per frame.
+
+Normalisation (each logged once per source): a grayscale image becomes BGR by repeating the
+channel; a 16-bit image is scaled to 8 bits (value * 255 / 65535, rounded); a 4-channel image
+loses its alpha channel. Any other pixel type is refused.
+
+Every frame must have the first frame's size. A frame of another size raises `BadInput` naming
+the frame and both sizes: the tracker's Kalman states are in the first size's pixels, so boxes
+after a resize would be silently wrong. What a consumer wrote for earlier frames stays valid.
+
+Problems with the input (missing path, empty folder, a video that cannot be opened or yields no
+frame, an unreadable image) raise one `BadInput` with the path.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import math
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from omc.errors import BadInput
+
+log = logging.getLogger(__name__)
+
+FrameBGR = npt.NDArray[np.uint8]
+
+# File name suffixes read as images (OpenCV decodes all of them).
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+# Frame rate assumed when a source does not state one (the reference tracker's default).
+DEFAULT_FRAME_RATE = 30.0
+# MOTChallenge sequence layout (seqinfo.ini keys and the default image folder).
+SEQINFO_FILE = "seqinfo.ini"
+MOT_IMAGE_DIR = "img1"
+
+_UINT16_TO_UINT8 = 255.0 / 65535.0
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders embedded numbers by value: 'f2.png' < 'f10.png'."""
+    return tuple((1, int(part)) if part.isdigit() else (0, part.lower()) for part in _DIGITS.split(name) if part)
+
+
+def to_bgr8(image: np.ndarray, what: str) -> tuple[FrameBGR, str | None]:
+    """Convert a decoded image to uint8 [H, W, 3] BGR.
+
+    image: [H, W] or [H, W, 1] (grayscale), [H, W, 3] (BGR) or [H, W, 4] (BGRA); uint8 or uint16.
+    what: names the image in error messages.
+    Returns the converted image (a new array unless `image` already is uint8 BGR) and a short
+    note of the conversion applied ("grayscale", "16-bit", "alpha", joined by '+'), or None.
+    """
+    notes: list[str] = []
+    if image.dtype == np.uint16:
+        image = np.rint(image.astype(np.float32) * _UINT16_TO_UINT8).astype(np.uint8)
+        notes.append("16-bit")
+    elif image.dtype != np.uint8:
+        raise BadInput(f"{what} has pixel type {image.dtype}; only 8-bit and 16-bit images are supported")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        notes.append("grayscale")
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        notes.append("alpha")
+    elif not (image.ndim == 3 and image.shape[2] == 3):
+        raise BadInput(f"{what} has shape {list(image.shape)}; expected a grayscale, BGR or BGRA image")
+    return np.ascontiguousarray(image), "+".join(notes) or None
+
+
+_CONVERSION_MESSAGES = {
+    "16-bit": "16-bit images are scaled to 8 bits (value * 255 / 65535)",
+    "grayscale": "grayscale images are converted to BGR",
+    "alpha": "the alpha channel of 4-channel images is dropped",
+}
+
+
+class FrameSource(ABC):
+    """A stream of frames with its frame rate, frame count (when known) and a name.
+
+    name: the sequence name (file stem or folder name), used for output names and logs.
+    frame_rate: frames per second.  frame_count: number of frames, or None when unknown.
+    frame_size: (width, height) in pixels once the first frame has been read, else None.
+    """
+
+    def __init__(self, path: Path, name: str, frame_rate: float, frame_count: int | None) -> None:
+        self.path = path
+        self.name = name
+        self.frame_rate = frame_rate
+        self.frame_count = frame_count
+        self.frame_size: tuple[int, int] | None = None
+        self._logged_conversions: set[str] = set()
+
+    def __iter__(self) -> Iterator[tuple[int, FrameBGR]]:
+        """Yield (1-based frame index, uint8 [H, W, 3] BGR frame); BadInput on a size change."""
+        for index, frame in self._frames():
+            height, width = frame.shape[:2]
+            if self.frame_size is None:
+                self.frame_size = (width, height)
+            elif self.frame_size != (width, height):
+                first_w, first_h = self.frame_size
+                raise BadInput(
+                    f"frame {index} of {self.path} is {width}x{height} but the stream started at "
+                    f"{first_w}x{first_h}; all frames of one sequence must have the same size"
+                )
+            yield index, frame
+
+    @abstractmethod
+    def _frames(self) -> Iterator[tuple[int, FrameBGR]]:
+        """Yield (index, frame) without the size check."""
+
+    def close(self) -> None:
+        """Release the underlying reader; iterating again afterwards is not supported."""
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _normalise(self, image: np.ndarray, what: str) -> FrameBGR:
+        frame, note = to_bgr8(image, what)
+        if note is not None:
+            for kind in note.split("+"):
+                if kind not in self._logged_conversions:
+                    self._logged_conversions.add(kind)
+                    log.info("%s: %s (first seen at %s)", self.path, _CONVERSION_MESSAGES[kind], what)
+        return frame
+
+
+class VideoSource(FrameSource):
+    """Frames of a video file decoded by OpenCV (FFmpeg).
+
+    frame_rate: the container's CAP_PROP_FPS, or DEFAULT_FRAME_RATE (logged) when it is 0 or not
+    finite. frame_count: CAP_PROP_FRAME_COUNT when positive (containers may estimate it).
+    """
+
+    def __init__(self, path: Path) -> None:
+        if path.stat().st_size == 0:
+            raise BadInput(f"video {path} is empty (0 bytes)")
+        with quiet_opencv_log():
+            capture = cv2.VideoCapture(str(path))
+        if not capture.isOpened():
+            capture.release()
+            raise BadInput(f"cannot open video {path}: not a video, damaged, or in a codec OpenCV cannot decode")
+        fps = float(capture.get(cv2.CAP_PROP_FPS))
+        if not math.isfinite(fps) or fps <= 0:
+            log.warning("%s does not state its frame rate; assuming %g fps (set it with --frame-rate)", path, DEFAULT_FRAME_RATE)
+            fps = DEFAULT_FRAME_RATE
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        super().__init__(path, path.stem, fps, count if count > 0 else None)
+        self._capture = capture
+
+    def _frames(self) -> Iterator[tuple[int, FrameBGR]]:
+        index = 0
+        while True:
+            ok, image = self._capture.read()
+            if not ok or image is None:
+                break
+            index += 1
+            yield index, self._normalise(image, f"frame {index}")
+        if index == 0:
+            raise BadInput(f"video {self.path} has no readable frame (empty or damaged)")
+        if self.frame_count is not None and index < self.frame_count:
+            log.warning("%s ended after %d of the %d frames its header states", self.path, index, self.frame_count)
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+@contextmanager
+def quiet_opencv_log() -> Iterator[None]:
+    """Silence OpenCV's own warnings inside the block (its log level is process-wide: restored
+    on exit). Used where OpenCV tries each backend in turn and logs one warning per backend that
+    declines a file: a file none can handle gets our one BadInput instead."""
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
+class ImageFolderSource(FrameSource):
+    """Images of one folder in natural order ('2.jpg' before '10.jpg'), numbered from 1.
+
+    Files whose suffix is not in IMAGE_SUFFIXES are ignored. frame_rate: DEFAULT_FRAME_RATE
+    unless given (a folder does not state one; logged).
+    """
+
+    def __init__(self, folder: Path, frame_rate: float | None = None, name: str | None = None) -> None:
+        files = list_images(folder)
+        if frame_rate is None:
+            log.info("%s: image folders carry no frame rate; assuming %g fps (set it with --frame-rate)", folder, DEFAULT_FRAME_RATE)
+            frame_rate = DEFAULT_FRAME_RATE
+        super().__init__(folder, name or folder.name, frame_rate, len(files))
+        self._files = files
+        self._indices = self._frame_indices(files)
+
+    def _frame_indices(self, files: list[Path]) -> list[int]:
+        return list(range(1, len(files) + 1))
+
+    def _frames(self) -> Iterator[tuple[int, FrameBGR]]:
+        for index, file in zip(self._indices, self._files):
+            image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
+            if image is None:
+                raise BadInput(f"cannot read image {file} (frame {index}): damaged or not an image")
+            yield index, self._normalise(image, str(file))
+
+
+class MotSequenceSource(ImageFolderSource):
+    """A MOTChallenge sequence folder: `seqinfo.ini` and the image folder it names (`img1/`).
+
+    Frame indices come from the file names (`000042.jpg` -> 42), the frame rate from seqinfo.ini's
+    `frameRate` (DEFAULT_FRAME_RATE, logged, when the folder has `img1/` but no seqinfo.ini).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        seqinfo = folder / SEQINFO_FILE
+        image_dir, frame_rate, name = folder / MOT_IMAGE_DIR, None, folder.name
+        if seqinfo.is_file():
+            section = _read_seqinfo(seqinfo)
+            image_dir = folder / section.get("imDir", MOT_IMAGE_DIR)
+            name = section.get("name", name)
+            frame_rate = _parse_frame_rate(section.get("frameRate"), seqinfo)
+        if not image_dir.is_dir():
+            raise BadInput(f"MOTChallenge sequence {folder} has no image folder {image_dir.name}/")
+        super().__init__(image_dir, frame_rate, name)
+        self.path = folder
+
+    def _frame_indices(self, files: list[Path]) -> list[int]:
+        indices: list[int] = []
+        for file in files:
+            if not file.stem.isdigit():
+                raise BadInput(f"MOTChallenge image {file} must be named by its frame number (e.g. 000001.jpg)")
+            indices.append(int(file.stem))
+        if len(set(indices)) != len(indices) or min(indices) < 1:
+            raise BadInput(f"MOTChallenge images in {files[0].parent} must have distinct frame numbers from 1")
+        return indices
+
+
+def _read_seqinfo(path: Path) -> configparser.SectionProxy:
+    parser = configparser.ConfigParser()
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are camelCase
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot parse {path}: {exc.__class__.__name__}") from exc
+    if not parser.has_section("Sequence"):
+        raise BadInput(f"{path} has no [Sequence] section")
+    return parser["Sequence"]
+
+
+def _parse_frame_rate(text: str | None, seqinfo: Path) -> float:
+    if text is None:
+        raise BadInput(f"{seqinfo} has no frameRate entry")
+    try:
+        rate = float(text)
+    except ValueError:
+        raise BadInput(f"{seqinfo}: frameRate '{text}' is not a number") from None
+    if not math.isfinite(rate) or rate <= 0:
+        raise BadInput(f"{seqinfo}: frameRate must be positive, got {text}")
+    return rate
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside `folder`, in natural order; BadInput when there is none."""
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise BadInput(f"folder {folder} contains no images ({suffixes})")
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def open_source(path: str | Path) -> FrameSource:
+    """Open `path` as a MOTChallenge sequence folder (has seqinfo.ini or img1/), an image folder,
+    or a video file; BadInput when it is none of these."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"source {path} does not exist")
+    if path.is_dir():
+        if (path / SEQINFO_FILE).is_file() or (path / MOT_IMAGE_DIR).is_dir():
+            return MotSequenceSource(path)
+        return ImageFolderSource(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise BadInput(f"source {path} is a single image; pass the folder that holds the frames")
+    return VideoSource(path)
