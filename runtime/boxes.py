@@ -1,0 +1,123 @@
+"""Box geometry: layouts, pairwise IoU (plain and "+1 pixel") and DIoU, centre cells.
+
+Every box is a row of four numbers. xyxy = (x1, y1, x2, y2) corners; tlwh = (x1, y1, w, h);
+xyah = (centre x, centre y, w / h, h), the Kalman filter's measurement. Pairwise functions take
+[N, 4] and [M, 4] and return [N, M] in one broadcast; empty inputs give correctly shaped empties.
+
+Two IoU conventions coexist in the reference tracker (omc-reference.md 4.8): NMS uses plain
+widths (x2 - x1), while fusion, IoU association and duplicate removal use the cython_bbox
+convention that counts pixels inclusively (x2 - x1 + 1). `box_iou(..., plus_one=True)` is the
+latter, including its rule that boxes overlapping by zero or fewer (inclusive) pixels in either
+axis have no intersection.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.floating]
+
+# DIoU's guard on the enclosing diagonal, as in the reference (omc-reference.md 4.2): it sits only
+# in the distance term's denominator.
+DIOU_DIAGONAL_EPS = 1e-7
+
+
+def xyxy_to_tlwh(boxes: FloatArray) -> FloatArray:
+    """[N, 4] corners -> [N, 4] (x1, y1, w, h), same dtype; widths are x2 - x1 in that dtype."""
+    out = np.array(boxes, copy=True)
+    out[:, 2:] -= out[:, :2]
+    return out
+
+
+def tlwh_to_xyxy(boxes: FloatArray) -> FloatArray:
+    """[N, 4] (x1, y1, w, h) -> [N, 4] corners, same dtype."""
+    out = np.array(boxes, copy=True)
+    out[:, 2:] += out[:, :2]
+    return out
+
+
+def tlwh_to_xyah(boxes: FloatArray) -> FloatArray:
+    """[N, 4] (x1, y1, w, h) -> [N, 4] (cx, cy, w / h, h), same dtype."""
+    out = np.array(boxes, copy=True)
+    out[:, :2] += out[:, 2:] / 2
+    out[:, 2] /= out[:, 3]
+    return out
+
+
+def xyah_to_tlwh(boxes: FloatArray) -> FloatArray:
+    """[N, 4] (cx, cy, a, h) -> [N, 4] (x1, y1, w, h) with w = a * h, same dtype."""
+    out = np.array(boxes, copy=True)
+    out[:, 2] *= out[:, 3]
+    out[:, :2] -= out[:, 2:] / 2
+    return out
+
+
+def xyah_to_xyxy(boxes: FloatArray) -> FloatArray:
+    """[N, 4] (cx, cy, a, h) -> [N, 4] corners (x2 = x1 + w, as the reference computes it)."""
+    return tlwh_to_xyxy(xyah_to_tlwh(boxes))
+
+
+def _intersection(a: FloatArray, b: FloatArray, offset: float) -> FloatArray:
+    """[N, M] overlap areas, each side (min - max + offset) clipped at 0."""
+    wh = np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]) + offset
+    np.maximum(wh, 0, out=wh)
+    return wh[..., 0] * wh[..., 1]
+
+
+def box_area(boxes: FloatArray, *, plus_one: bool = False) -> FloatArray:
+    """[N] areas of [N, 4] corners; (w + 1)(h + 1) with `plus_one`."""
+    offset = 1.0 if plus_one else 0.0
+    return (boxes[:, 2] - boxes[:, 0] + offset) * (boxes[:, 3] - boxes[:, 1] + offset)
+
+
+def box_iou(a: FloatArray, b: FloatArray, *, plus_one: bool = False) -> FloatArray:
+    """IoU of every box in `a` with every box in `b`.
+
+    a: [N, 4] corners.  b: [M, 4] corners (pixels; any float dtype, computed in the wider one).
+    plus_one: count pixels inclusively (widths x2 - x1 + 1), the cython_bbox convention.
+    Returns [N, M] in [0, 1]; 0 where the union is not positive; [N, 0] / [0, M] for empties.
+    """
+    dtype = np.result_type(np.asarray(a).dtype, np.asarray(b).dtype, np.float32)
+    a = np.asarray(a, dtype)
+    b = np.asarray(b, dtype)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype)
+    offset = 1.0 if plus_one else 0.0
+    inter = _intersection(a, b, offset)
+    union = box_area(a, plus_one=plus_one)[:, None] + box_area(b, plus_one=plus_one)[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def box_diou(a: FloatArray, b: FloatArray, *, exponent: float) -> FloatArray:
+    """Distance-IoU of every box in `a` with every box in `b`, as the reference's cluster NMS uses it.
+
+    DIoU = IoU - (d^2 / (c^2 + 1e-7)) ** exponent, with d the distance between the box centres and c
+    the diagonal of the smallest box enclosing both; plain widths; the epsilon sits only in that
+    denominator. a: [N, 4], b: [M, 4] corners, pixels. Returns [N, M] (IoU taken as 0 where the
+    union is empty); [N, 0] / [0, M] for empties.
+    """
+    iou = box_iou(a, b)
+    if iou.size == 0:
+        return iou
+    dtype = iou.dtype
+    a = np.asarray(a, dtype)
+    b = np.asarray(b, dtype)
+    centre_a = (a[:, :2] + a[:, 2:]) / 2
+    centre_b = (b[:, :2] + b[:, 2:]) / 2
+    dist2 = np.square(centre_b[None, :, :] - centre_a[:, None, :]).sum(-1)
+    enclose = np.maximum(a[:, None, 2:], b[None, :, 2:]) - np.minimum(a[:, None, :2], b[None, :, :2])
+    diag2 = np.square(enclose).sum(-1) + dtype.type(DIOU_DIAGONAL_EPS)
+    return iou - (dist2 / diag2) ** dtype.type(exponent)
+
+
+def centre_cells(boxes: FloatArray, map_hw: tuple[int, int], stride: int = 8) -> npt.NDArray[np.int64]:
+    """(row, col) of each box's centre on a stride-`stride` map, clipped to the map.
+
+    boxes: [N, 4] corners, network pixels.  map_hw: (h, w) of the map.
+    Returns [N, 2] int64: row = clip(floor((y1 + y2) / (2 stride)), 0, h - 1), col likewise with x.
+    """
+    boxes = np.asarray(boxes)
+    cells = np.floor((boxes[:, [1, 0]] + boxes[:, [3, 2]]) / (2 * stride))
+    upper = np.array(map_hw, dtype=cells.dtype) - 1
+    return np.clip(cells, 0, upper).astype(np.int64)
