@@ -20,6 +20,7 @@ from omc.errors import CheckFailed, OmcError
 # Modules that define `register(subparsers)`; each subcommand sets `func(args) -> int`.
 COMMAND_MODULES: tuple[str, ...] = (
     "omc.export.cli",
+    "omc.export.trt.cli",
     "omc.runtime.cli",
     "omc.calib.cli",
     "omc.benchmarks.cli",

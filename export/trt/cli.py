@@ -1,0 +1,56 @@
+"""`omc build`: TensorRT engines from an ONNX export (light module: TensorRT loads inside the command)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from omc.config import RTX_GPU_TARGETS, TRT_EDITIONS, TensorRTBuildConfig
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    defaults = TensorRTBuildConfig()
+    parser = subparsers.add_parser(
+        "build",
+        help="build TensorRT engines (detector.plan, recheck.plan) from an ONNX export",
+        description=(
+            "Build detector.plan and recheck.plan, each with a <plan>.json sidecar, from the folder "
+            "`omc export` wrote. TensorRT for RTX builds without a GPU; full TensorRT needs one."
+        ),
+    )
+    parser.add_argument("--onnx", type=Path, required=True, metavar="DIR", help="folder with export.json and the ONNX files")
+    parser.add_argument(
+        "--edition",
+        choices=TRT_EDITIONS,
+        default=defaults.edition,
+        help="TensorRT edition: full TensorRT when importable, else TensorRT for RTX (auto); or name one",
+    )
+    parser.add_argument(
+        "--gpu-target",
+        action="append",
+        default=[],
+        metavar="SM..",
+        help=f"TensorRT for RTX target, repeatable or comma-separated: {', '.join(RTX_GPU_TARGETS)} "
+        "(default: a portable build for SM86, SM89 and SM120)",
+    )
+    parser.add_argument(
+        "--timing-cache", type=Path, metavar="FILE", help="timing cache to read and update (full TensorRT only)"
+    )
+    parser.add_argument("--out", type=Path, metavar="DIR", help="where the plans go (default: the --onnx folder)")
+    parser.set_defaults(func=run_build)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from omc.export.trt.builder import build_engines
+
+    targets = tuple(part.strip() for item in args.gpu_target for part in item.split(",") if part.strip())
+    config = TensorRTBuildConfig(edition=args.edition, gpu_targets=targets)
+    out_dir = args.out if args.out is not None else args.onnx
+    built = build_engines(args.onnx, out_dir, config, timing_cache=args.timing_cache)
+    for engine in built:
+        print(engine.plan_path)
+    log.info("next: omc track VIDEO --engines %s --backend trt", out_dir)
+    return 0
