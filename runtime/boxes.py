@@ -59,10 +59,13 @@ def xyah_to_xyxy(boxes: FloatArray) -> FloatArray:
 
 
 def _intersection(a: FloatArray, b: FloatArray, offset: float) -> FloatArray:
-    """[N, M] overlap areas, each side (min - max + offset) clipped at 0."""
-    wh = np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]) + offset
-    np.maximum(wh, 0, out=wh)
-    return wh[..., 0] * wh[..., 1]
+    """[N, M] overlap areas, each side (min - max + offset) clipped at 0 (per coordinate: 2-D broadcasts are
+    several times faster than [N, M, 2] ones)."""
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + offset
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + offset
+    np.maximum(w, 0, out=w)
+    np.maximum(h, 0, out=h)
+    return w * h
 
 
 def box_area(boxes: FloatArray, *, plus_one: bool = False) -> FloatArray:
@@ -103,12 +106,12 @@ def box_diou(a: FloatArray, b: FloatArray, *, exponent: float) -> FloatArray:
     dtype = iou.dtype
     a = np.asarray(a, dtype)
     b = np.asarray(b, dtype)
-    centre_a = (a[:, :2] + a[:, 2:]) / 2
-    centre_b = (b[:, :2] + b[:, 2:]) / 2
-    dist2 = np.square(centre_b[None, :, :] - centre_a[:, None, :]).sum(-1)
-    enclose = np.maximum(a[:, None, 2:], b[None, :, 2:]) - np.minimum(a[:, None, :2], b[None, :, :2])
-    diag2 = np.square(enclose).sum(-1) + dtype.type(DIOU_DIAGONAL_EPS)
-    return iou - (dist2 / diag2) ** dtype.type(exponent)
+    dx = (b[None, :, 0] + b[None, :, 2]) / 2 - (a[:, None, 0] + a[:, None, 2]) / 2
+    dy = (b[None, :, 1] + b[None, :, 3]) / 2 - (a[:, None, 1] + a[:, None, 3]) / 2
+    ew = np.maximum(a[:, None, 2], b[None, :, 2]) - np.minimum(a[:, None, 0], b[None, :, 0])
+    eh = np.maximum(a[:, None, 3], b[None, :, 3]) - np.minimum(a[:, None, 1], b[None, :, 1])
+    ratio = (dx * dx + dy * dy) / (ew * ew + eh * eh + dtype.type(DIOU_DIAGONAL_EPS))
+    return iou - ratio ** dtype.type(exponent)
 
 
 def centre_cells(boxes: FloatArray, map_hw: tuple[int, int], stride: int = 8) -> npt.NDArray[np.int64]:

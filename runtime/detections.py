@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Mapping
 
 import numpy as np
@@ -52,17 +53,17 @@ class FrameDetections:
     def __len__(self) -> int:
         return len(self.scores)
 
-    @property
+    @cached_property
     def tlwh(self) -> F64:
         """[D, 4] float64 (x1, y1, w, h), frame pixels; w = x2 - x1 taken in float32 as the reference does."""
         return xyxy_to_tlwh(self.boxes).astype(np.float64)
 
-    @property
+    @cached_property
     def xyxy(self) -> F64:
         """[D, 4] float64 corners rebuilt from `tlwh` (x2 = x1 + w), the boxes the IoU rounds compare."""
         return tlwh_to_xyxy(self.tlwh)
 
-    @property
+    @cached_property
     def xyah(self) -> F64:
         """[D, 4] float64 Kalman measurements (cx, cy, w / h, h)."""
         return tlwh_to_xyah(self.tlwh)
@@ -101,7 +102,7 @@ def _drop_non_finite(name: str, keep: npt.NDArray[np.bool_], *arrays: np.ndarray
 def unit_rows(vectors: npt.NDArray[np.floating]) -> F32:
     """[N, E] rows divided by their L2 norm, float32; zero rows stay zero. Returns a new array."""
     vectors = np.asarray(vectors, np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None]
     return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
 
 

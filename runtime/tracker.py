@@ -36,7 +36,7 @@ from omc import contract
 from omc.config import TrackerConfig
 from omc.contract import EngineMeta
 from omc.runtime.assign import cosine_distance, gate_and_fuse_motion, iou_distance, linear_assignment
-from omc.runtime.boxes import xyah_to_tlwh
+from omc.runtime.boxes import tlwh_to_xyxy, xyah_to_tlwh, xyah_to_xyxy
 from omc.runtime.detections import FrameDetections, frame_detections, unit_rows
 from omc.runtime.kalman import KalmanFilter
 from omc.runtime.letterbox import LetterboxTransform, letterbox
@@ -236,43 +236,49 @@ class Tracker:
         start_tracked = list(self._tracked)
         start_lost = list(self._lost)
         unconfirmed = [t for t in start_tracked if not t.activated]
-        confirmed = [t for t in start_tracked if t.activated]
-        pool = confirmed + start_lost
+        pool = _StateBatch([t for t in start_tracked if t.activated] + start_lost)
         self._predict(pool)
         activated: list[Tracklet] = []
         refound: list[Tracklet] = []
-        removed: list[Tracklet] = []
 
         remaining, leftover = self._match_by_embedding(pool, detections, activated, refound)
-        tracked_leftover = [t for t in leftover if t.state is TrackState.TRACKED]
-        remaining, lost_now = self._match_by_iou(tracked_leftover, detections, remaining, activated)
-        remaining = self._match_unconfirmed(unconfirmed, detections, remaining, activated, removed)
+        still_tracked = leftover[np.array([pool.tracks[r].state is TrackState.TRACKED for r in leftover], bool)]
+        remaining, lost_now = self._match_by_iou(
+            pool, still_tracked, detections, remaining, activated, self.config.match_thres_iou, smooth=False
+        )
+        self._mark(lost_now, TrackState.LOST, EventKind.LOST)
+        # Unconfirmed tracks started last frame; the reference does not predict them.
+        fresh = _StateBatch(unconfirmed)
+        remaining, removed = self._match_by_iou(
+            fresh, np.arange(len(unconfirmed)), detections, remaining, activated,
+            self.config.match_thres_unconfirmed, smooth=True,
+        )  # fmt: skip
+        self._mark(removed, TrackState.REMOVED, EventKind.REMOVED)
         activated += self._start_tracks(detections, remaining)
         removed += self._expire_lost(start_lost)
         self._smooth_walk(start_tracked)
         self._update_lists(start_tracked, start_lost, activated, refound, lost_now, removed)
         return self._outputs()
 
-    def _predict(self, pool: list[Tracklet]) -> None:
+    def _predict(self, pool: _StateBatch) -> None:
         """Kalman predict for tracked and lost tracks; non-tracked ones first lose their height velocity."""
-        if not pool:
+        if not pool.tracks:
             return
-        mean = np.stack([t.mean for t in pool])
-        covariance = np.stack([t.covariance for t in pool])
-        not_tracked = np.array([t.state is not TrackState.TRACKED for t in pool])
+        not_tracked = np.array([t.state is not TrackState.TRACKED for t in pool.tracks])
+        mean = pool.mean.copy()
         mean[not_tracked, 7] = 0.0
-        mean, covariance = self.kalman.predict(mean, covariance)
-        for track, m, c in zip(pool, mean, covariance):  # hand back the batched results
-            track.mean, track.covariance = m, c
+        pool.mean, pool.covariance = self.kalman.predict(mean, pool.covariance)
+        pool.hand_back(np.arange(len(pool.tracks)))
 
-    def _kalman_update(self, tracks: list[Tracklet], measurements: npt.NDArray[np.float64]) -> None:
-        if not tracks:
+    def _kalman_update(
+        self, states: _StateBatch, rows: npt.NDArray[np.int64], measurements: npt.NDArray[np.float64]
+    ) -> None:
+        """Correct the states at `rows` with [len(rows), 4] xyah measurements, in one batch."""
+        if len(rows) == 0:
             return
-        mean = np.stack([t.mean for t in tracks])
-        covariance = np.stack([t.covariance for t in tracks])
-        mean, covariance = self.kalman.update(mean, covariance, measurements)
-        for track, m, c in zip(tracks, mean, covariance):
-            track.mean, track.covariance = m, c
+        mean, covariance = self.kalman.update(states.mean[rows], states.covariance[rows], measurements)
+        states.mean[rows], states.covariance[rows] = mean, covariance
+        states.hand_back(rows)
 
     def _apply_match(self, track: Tracklet, detections: FrameDetections, index: int, *, smooth: bool) -> None:
         """Life-cycle bookkeeping of one matched track (the Kalman update is batched by the caller).
@@ -296,73 +302,59 @@ class Tracker:
         kind = EventKind.UPDATED if was_tracked else EventKind.REFOUND
         self.last_events.append(TrackEvent(kind, track.track_id, int(index)))
 
+    def _mark(self, tracks: list[Tracklet], state: TrackState, kind: EventKind) -> None:
+        """Set the state of a few tracks and record the event."""
+        for track in tracks:
+            track.state = state
+            self.last_events.append(TrackEvent(kind, track.track_id, -1))
+
     def _match_by_embedding(
-        self, pool: list[Tracklet], detections: FrameDetections, activated: list[Tracklet], refound: list[Tracklet]
-    ) -> tuple[npt.NDArray[np.int64], list[Tracklet]]:
-        """Step 3: appearance + motion. Returns (unmatched detection indices, unmatched pool tracks)."""
-        if pool and len(detections):
-            appearance = cosine_distance(np.stack([t.smooth_feature for t in pool]), detections.embeddings)
-            mean = np.stack([t.mean for t in pool])
-            covariance = np.stack([t.covariance for t in pool])
-            maha = self.kalman.gating_distance(mean, covariance, detections.xyah)
+        self, pool: _StateBatch, detections: FrameDetections, activated: list[Tracklet], refound: list[Tracklet]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Step 3: appearance + motion. Returns (unmatched detection indices, unmatched pool rows)."""
+        tracks = pool.tracks
+        if tracks and len(detections):
+            appearance = cosine_distance(np.stack([t.smooth_feature for t in tracks]), detections.embeddings)
+            maha = self.kalman.gating_distance(pool.mean, pool.covariance, detections.xyah)
             cost = gate_and_fuse_motion(
                 appearance, maha, gate=self.config.gating_threshold, appearance_weight=self.config.motion_lambda
             )
         else:
-            cost = np.zeros((len(pool), len(detections)))
+            cost = np.zeros((len(tracks), len(detections)))
         result = linear_assignment(cost, self.config.match_thres_embedding)
-        matched = [pool[r] for r in result.matches[:, 0]]
-        self._kalman_update(matched, detections.xyah[result.matches[:, 1]])
-        for track, index in zip(matched, result.matches[:, 1]):
+        rows, det_index = result.matches[:, 0], result.matches[:, 1]
+        self._kalman_update(pool, rows, detections.xyah[det_index])
+        for row, index in zip(rows, det_index):
+            track = tracks[row]
             (activated if track.state is TrackState.TRACKED else refound).append(track)
             self._apply_match(track, detections, int(index), smooth=False)
-        return result.unmatched_cols, [pool[r] for r in result.unmatched_rows]
+        return result.unmatched_cols, result.unmatched_rows
 
     def _match_by_iou(
         self,
-        tracks: list[Tracklet],
+        states: _StateBatch,
+        rows: npt.NDArray[np.int64],
         detections: FrameDetections,
         remaining: npt.NDArray[np.int64],
         activated: list[Tracklet],
+        cost_limit: float,
+        *,
+        smooth: bool,
     ) -> tuple[npt.NDArray[np.int64], list[Tracklet]]:
-        """Step 4: IoU for tracked tracks left over; the unmatched become lost. Returns (detections left, lost)."""
-        cost = iou_distance(_boxes(tracks), detections.xyxy[remaining])
-        result = linear_assignment(cost, self.config.match_thres_iou)
-        matched = [tracks[r] for r in result.matches[:, 0]]
-        det_index = remaining[result.matches[:, 1]]
-        self._kalman_update(matched, detections.xyah[det_index])
-        for track, index in zip(matched, det_index):
-            activated.append(track)
-            self._apply_match(track, detections, int(index), smooth=False)
-        lost = [tracks[r] for r in result.unmatched_rows]
-        for track in lost:
-            track.state = TrackState.LOST
-            self.last_events.append(TrackEvent(EventKind.LOST, track.track_id, -1))
-        return remaining[result.unmatched_cols], lost
+        """Steps 4 and 5: IoU between the tracks at `rows` and the detections left.
 
-    def _match_unconfirmed(
-        self,
-        unconfirmed: list[Tracklet],
-        detections: FrameDetections,
-        remaining: npt.NDArray[np.int64],
-        activated: list[Tracklet],
-        removed: list[Tracklet],
-    ) -> npt.NDArray[np.int64]:
-        """Step 5: IoU for tracks started last frame (not predicted); unmatched ones are removed."""
-        cost = iou_distance(_boxes(unconfirmed), detections.xyxy[remaining])
-        result = linear_assignment(cost, self.config.match_thres_unconfirmed)
-        matched = [unconfirmed[r] for r in result.matches[:, 0]]
+        Returns (detections still left, tracks left unmatched).
+        """
+        rows = np.asarray(rows, np.int64)
+        cost = iou_distance(states.boxes(rows), detections.xyxy[remaining])
+        result = linear_assignment(cost, cost_limit)
+        matched_rows = rows[result.matches[:, 0]]
         det_index = remaining[result.matches[:, 1]]
-        self._kalman_update(matched, detections.xyah[det_index])
-        for track, index in zip(matched, det_index):
-            activated.append(track)
-            self._apply_match(track, detections, int(index), smooth=True)
-        for r in result.unmatched_rows:
-            track = unconfirmed[r]
-            track.state = TrackState.REMOVED
-            removed.append(track)
-            self.last_events.append(TrackEvent(EventKind.REMOVED, track.track_id, -1))
-        return remaining[result.unmatched_cols]
+        self._kalman_update(states, matched_rows, detections.xyah[det_index])
+        for row, index in zip(matched_rows, det_index):
+            activated.append(states.tracks[row])
+            self._apply_match(states.tracks[row], detections, int(index), smooth=smooth)
+        return remaining[result.unmatched_cols], [states.tracks[r] for r in rows[result.unmatched_rows]]
 
     def _start_tracks(self, detections: FrameDetections, remaining: npt.NDArray[np.int64]) -> list[Tracklet]:
         """Step 6: unconfirmed tracks from the detections left whose score reaches conf_thres."""
@@ -449,7 +441,37 @@ class Tracker:
         area = tlwh[:, 2] * tlwh[:, 3]
         aspect = np.divide(tlwh[:, 2], tlwh[:, 3], out=np.full(len(tlwh), np.inf), where=tlwh[:, 3] != 0)
         keep = (area > self.config.min_box_area) & (aspect <= self.config.max_aspect_ratio)
-        return [t.to_output() for t, k in zip(confirmed, keep) if k]
+        boxes = tlwh_to_xyxy(tlwh).astype(np.float32)
+        boxes.setflags(write=False)
+        return [
+            Track(t.track_id, box, float(t.score), t.restored) for t, box, k in zip(confirmed, boxes, keep) if k
+        ]
+
+
+class _StateBatch:
+    """Kalman states of a list of tracks, stacked ([T, 8], [T, 8, 8]) so each filter step is one call.
+
+    `hand_back(rows)` gives the tracks at `rows` their (new) state rows as views: safe because a batch
+    is made (copied) fresh every step and its rows are only ever replaced, never edited in place
+    after a later batch was stacked from them.
+    """
+
+    def __init__(self, tracks: list[Tracklet]) -> None:
+        self.tracks = tracks
+        if tracks:
+            self.mean = np.stack([t.mean for t in tracks])
+            self.covariance = np.stack([t.covariance for t in tracks])
+        else:
+            self.mean, self.covariance = np.zeros((0, 8)), np.zeros((0, 8, 8))
+
+    def boxes(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """[len(rows), 4] float64 corners of the states at `rows`, frame pixels."""
+        return xyah_to_xyxy(self.mean[rows, :4])
+
+    def hand_back(self, rows: npt.NDArray[np.int64]) -> None:
+        for row in rows:  # assignments only; the arithmetic ran batched
+            self.tracks[row].mean = self.mean[row]
+            self.tracks[row].covariance = self.covariance[row]
 
 
 def _smoothed(smooth: npt.NDArray[np.float32], new: npt.NDArray[np.float32], alpha: float) -> npt.NDArray[np.float32]:
@@ -459,9 +481,7 @@ def _smoothed(smooth: npt.NDArray[np.float32], new: npt.NDArray[np.float32], alp
 
 def _boxes(tracks: list[Tracklet]) -> npt.NDArray[np.float64]:
     """[T, 4] float64 corners of the tracks' Kalman means ([0, 4] for none)."""
-    if not tracks:
-        return np.zeros((0, 4))
-    return np.stack([t.xyxy for t in tracks])
+    return _StateBatch(tracks).boxes(np.arange(len(tracks)))
 
 
 def _remove_duplicates(

@@ -108,8 +108,3 @@ class Tracklet:
     def xyxy(self) -> npt.NDArray[np.float64]:
         """[4] float64 corners of the Kalman mean, frame pixels."""
         return xyah_to_xyxy(self.mean[None, :4])[0]
-
-    def to_output(self) -> Track:
-        box = self.xyxy.astype(np.float32)
-        box.setflags(write=False)
-        return Track(self.track_id, box, float(self.score), self.restored)
