@@ -110,12 +110,18 @@ class BuiltEngine:
 
 def graph_has_quantization(onnx_path: Path) -> bool | None:
     """True when the ONNX graph has QuantizeLinear/DequantizeLinear nodes; None when the `onnx`
-    package is not installed (the caller then relies on export.json's precision)."""
+    package is not installed (the caller then relies on export.json's precision). BadInput when
+    the file is no ONNX model."""
     try:
         import onnx
+        from google.protobuf.message import DecodeError
     except ImportError:
         return None
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except DecodeError as exc:
+        # TensorRT for RTX's parser accepts some such files as empty graphs: say it here.
+        raise BadInput(f"{onnx_path} is not an ONNX model ({exc}); export it again (omc export)") from None
     return any(node.op_type in QUANTIZE_OPS for node in model.graph.node)
 
 
@@ -150,7 +156,11 @@ def parse_onnx(edition: TensorRTEdition, onnx_path: Path) -> ParsedNetwork:
     parser: trt.OnnxParser = module.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         count = parser.num_errors
-        first = parser.get_error(0).desc() if count else (logger.last_error or "no reason given")
+        if count:
+            error = parser.get_error(0)
+            first = f"node '{error.node_name()}' ({error.node_operator()}): {error.desc()}"
+        else:
+            first = logger.last_error or "no reason given"
         raise BadInput(f"{edition.title} could not parse {onnx_path}: {first} ({count} error(s))")
     return ParsedNetwork(edition, onnx_path, builder, network, parser, logger)
 
@@ -268,7 +278,7 @@ def build_engines(
         if not path.is_file():
             raise BadInput(f"{path} not found; export the model first (omc export --out {onnx_dir})")
     edition = load_tensorrt(config.edition)
-    quantized = any(graph_has_quantization(path) for path in onnx_paths.values())
+    quantized = any(graph_has_quantization(path) is True for path in onnx_paths.values())
     check_buildable(meta, quantized, edition.name, config.gpu_targets)
     targets, portable = _gpu_targets(edition, config)
     cache_path = Path(timing_cache) if timing_cache is not None else None
