@@ -233,12 +233,12 @@ def run_track(args: argparse.Namespace) -> int:
 
     with open_source(args.source) as source:
         frame_rate = args.frame_rate if args.frame_rate is not None else source.frame_rate
-        log.info(
-            "%s: %s frames at %g fps; engines %s (%s, %s)%s",
-            source.name, source.frame_count if source.frame_count is not None else "?", frame_rate,
-            engines, args.backend, args.device, "" if config.recheck else ", re-check off",
-        )
         with Tracker.from_engines(engines, backend=args.backend, device=args.device, config=config, frame_rate=frame_rate) as tracker:
+            log.info(
+                "%s: %s frames at %g fps; engines %s (%s, %s)%s",
+                source.name, source.frame_count if source.frame_count is not None else "?", frame_rate,
+                engines, args.backend, args.device, "" if config.recheck else ", re-check off",
+            )
             summary = track_stream(
                 source, tracker, args.out, frame_rate, video_path=args.save_video,
                 max_frames=args.max_frames, progress=True,

@@ -140,7 +140,7 @@ class OverlayVideoWriter:
         self.frame_size = frame_size
         with quiet_opencv_log():
             self._writer: cv2.VideoWriter | None = cv2.VideoWriter(
-                str(self.partial), cv2.VideoWriter_fourcc(*FOURCC), float(frame_rate), frame_size
+                str(self.partial), cv2.VideoWriter.fourcc(*FOURCC), float(frame_rate), frame_size
             )
         if not self._writer.isOpened():
             self._writer.release()

@@ -205,7 +205,8 @@ class ImageFolderSource(FrameSource):
     def __init__(self, folder: Path, frame_rate: float | None = None, name: str | None = None) -> None:
         files = list_images(folder)
         if frame_rate is None:
-            log.info("%s: image folders carry no frame rate; assuming %g fps (set it with --frame-rate)", folder, DEFAULT_FRAME_RATE)
+            # Debug, not info: folders never state a rate, so the default is expected, not news.
+            log.debug("%s: image folders carry no frame rate; assuming %g fps (set it with --frame-rate)", folder, DEFAULT_FRAME_RATE)
             frame_rate = DEFAULT_FRAME_RATE
         super().__init__(folder, name or folder.name, frame_rate, len(files))
         self._files = files

@@ -268,12 +268,13 @@ def test_cli_missing_engines_dir(tmp_path: Path) -> None:
 def test_cli_broken_engines_dir(tmp_path: Path, toy_engines: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "export.json").write_text((toy_engines / "export.json").read_text())
+    for name in ("export.json", "recheck.onnx"):
+        (broken / name).write_bytes((toy_engines / name).read_bytes())
     (broken / "detector.onnx").write_bytes(b"not an onnx model")
     frames = write_frames(tmp_path / "frames", 1)
     out = tmp_path / "r.txt"
     result = run_omc("track", str(frames), "--engines", str(broken), "--out", str(out))
-    assert_one_line_error(result, "")
+    assert_one_line_error(result, "detector.onnx")
     assert not out.exists() and not partial_path(out).exists()
 
 
@@ -311,7 +312,7 @@ def test_cli_end_to_end_on_toy_engines(tmp_path: Path, toy_engines: Path) -> Non
 
 
 def write_long_video(path: Path, frames: int) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (W, H))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (W, H))
     for i in range(frames):
         image = np.full((H, W, 3), 90, np.uint8)
         cv2.rectangle(image, (10 + i % 40, 10), (30 + i % 40, 50), (220, 220, 220), -1)

@@ -25,7 +25,7 @@ W, H = 64, 48
 
 
 def write_video(path: Path, values: list[int], fps: float = 25.0, size: tuple[int, int] = (W, H)) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
     assert writer.isOpened()
     for value in values:
         writer.write(np.full((size[1], size[0], 3), value, np.uint8))
