@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import itertools
 import logging
 import re
 import sys
@@ -170,8 +171,6 @@ def track_stream(
     case; when the loop stops early (exception, KeyboardInterrupt) the frames done so far are
     kept, a warning says so, and the exception propagates.
     """
-    import itertools
-
     from tqdm import tqdm
 
     from omc.runtime.draw import OverlayVideoWriter, TrailHistory, draw_tracks

@@ -58,7 +58,8 @@ class TrailHistory:
     def update(self, track_ids: npt.NDArray[np.int64], boxes_xyxy: npt.NDArray[np.floating]) -> None:
         """Add this frame's centres. track_ids: [N]; boxes_xyxy: [N, 4] frame pixels."""
         self._frame += 1
-        centres = np.rint((np.asarray(boxes_xyxy, np.float64)[:, :2] + np.asarray(boxes_xyxy, np.float64)[:, 2:]) / 2)
+        boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+        centres = np.rint((boxes[:, :2] + boxes[:, 2:]) / 2)
         for track_id, (cx, cy) in zip(np.asarray(track_ids).tolist(), centres.astype(np.int64).tolist()):
             self._points.setdefault(track_id, deque(maxlen=self.length)).append((cx, cy))
             self._last_seen[track_id] = self._frame
