@@ -40,6 +40,7 @@ $(STAMP): pyproject.toml Makefile
 test: setup typecheck pytest
 
 typecheck: setup
+	$(PY) tests/typecheck/prepare_trt_stubs.py
 	$(PY) -m mypy
 	$(PY) tests/typecheck/check_trt_api.py
 
@@ -53,7 +54,7 @@ export: setup $(ENGINES)/export.json
 
 engines: export
 	$(OMC) export $(if $(WEIGHTS),--weights $(WEIGHTS),--random-weights) --img-size $(IMG_SIZE) --precision fp16 --out $(ENGINES)/fp16
-	$(OMC) build --onnx $(ENGINES)/fp16
+	$(OMC) build --onnx $(ENGINES)/fp16 $(if $(GPU_TARGET),--gpu-target $(GPU_TARGET))
 
 benchmark: export
 	$(OMC) bench --onnx $(ENGINES) --backend $(BACKEND) --plot

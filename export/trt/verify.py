@@ -109,6 +109,8 @@ class TrtComparison:
 
 @dataclass
 class _Errors:
+    """Running maxima of one output's errors over all feeds."""
+
     max_abs: float = 0.0
     max_rel: float = 0.0
     needed_abs: float = 0.0
@@ -170,6 +172,25 @@ def _compare_outputs(
                 entry = errors.setdefault(name, _Errors())
                 entry.add_matched(fraction)
                 entry.add(trt_out[name][item][trt_rows], ort_out[name][item][ort_rows], tol)
+
+
+def verdict(errors: Mapping[str, _Errors], tol: Tolerance) -> tuple[OutputComparison, ...]:
+    """One row per output: passed when its matched fraction reaches min_matched and its
+    errors fit abs + rel * |reference|."""
+    rows = []
+    for name, entry in errors.items():
+        matched_ok = entry.matched is None or entry.matched >= tol.min_matched
+        rows.append(
+            OutputComparison(
+                name=name,
+                max_abs=entry.max_abs,
+                max_rel=entry.max_rel,
+                needed_abs=max(entry.needed_abs, 0.0),
+                matched=entry.matched,
+                passed=matched_ok and entry.needed_abs <= tol.abs,
+            )
+        )
+    return tuple(rows)
 
 
 def _ort_sessions(engine_dir: Path, meta: EngineMeta) -> tuple[Any, Any | None]:
@@ -253,19 +274,6 @@ def compare_trt_with_onnxruntime(
                 trt_recheck.deactivate()
     if count == 0:
         raise BadInput("no feeds to compare: give at least one dict with 'images'")
-    rows = []
-    for name, entry in errors.items():
-        matched_ok = entry.matched is None or entry.matched >= tol.min_matched
-        rows.append(
-            OutputComparison(
-                name=name,
-                max_abs=entry.max_abs,
-                max_rel=entry.max_rel,
-                needed_abs=max(entry.needed_abs, 0.0),
-                matched=entry.matched,
-                passed=matched_ok and entry.needed_abs <= tol.abs,
-            )
-        )
-    report = TrtComparison(precision, tol, count, tuple(rows))
+    report = TrtComparison(precision, tol, count, verdict(errors, tol))
     log.info("%s", report.summary())
     return report

@@ -180,7 +180,7 @@ class PinnedBuffer:
         self.nbytes = nbytes
         cudart = session.cudart
         self.ptr: int = int(cuda_call(cudart, f"allocating {nbytes} bytes of pinned host memory", cudart.cudaMallocHost(max(nbytes, 1))))
-        self._bytes = np.frombuffer((ctypes.c_uint8 * max(nbytes, 1)).from_address(self.ptr), dtype=np.uint8)[:nbytes]
+        self._bytes: np.ndarray = np.ctypeslib.as_array((ctypes.c_uint8 * max(nbytes, 1)).from_address(self.ptr))[:nbytes]
 
     def view(self, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
         """The leading bytes as an array of `shape` and `dtype` (no copy)."""
