@@ -48,6 +48,7 @@ from omc.runtime.backends.cuda_memory import (
     PinnedBuffer,
     cuda_unavailable_reason,
     device_compute_capability,
+    load_cudart,
 )
 from omc.runtime.backends.engine_header import (
     EDITION_RTX,
@@ -282,6 +283,7 @@ class TensorRTBackend(Backend):
     def _activate(self) -> None:
         header = read_header(self.plan_path, self.requested_edition)
         edition = self._runtime_edition(header)
+        load_cudart()  # the memory layer: MissingDependency now rather than after loading the plan
         compute_capability = device_compute_capability(self.session.device)
         plan = self.plan_path.read_bytes()
         # Everything that can be refused is refused here, before TensorRT deserialises anything.
@@ -417,11 +419,19 @@ class TensorRTBackend(Backend):
             active.warm_shapes.add(shapes_key)
             return
         graph = CudaGraph(self.session)
-        graph.begin()
         try:
+            graph.begin()
+            try:
+                self._enqueue(active, output_shapes)
+            finally:
+                graph.end()
+        except OmcError as exc:
+            # Some engines cannot be captured (e.g. data-dependent shapes): run them as they are.
+            graph.close()
+            self.cuda_graph = False
+            log.warning("%s: CUDA graph capture failed (%s); running without CUDA graphs", self.plan_path.name, exc)
             self._enqueue(active, output_shapes)
-        finally:
-            graph.end()
+            return
         active.graphs[shapes_key] = graph
         graph.launch()
 

@@ -124,6 +124,14 @@ def test_missing_tensorrt_stops_activation_with_the_extra(rtx_engines: Path, mon
         detector.activate()
 
 
+@pytest.mark.trt
+def test_missing_cuda_python_stops_activation_with_the_extra(rtx_engines: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    detector, _ = TensorRTBackend.open_pair(rtx_engines, EngineMeta.load(rtx_engines))
+    with pytest.raises(MissingDependency, match=r"cuda-python \(module cuda.bindings\) is not installed"):
+        detector.activate()
+
+
 def test_type_stubs_are_not_mistaken_for_tensorrt() -> None:
     # tensorrt-stubs leaves an importable `tensorrt` namespace package of .pyi files.
     try:

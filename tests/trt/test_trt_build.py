@@ -34,7 +34,8 @@ from omc.runtime.backends.binding_plan import DETECTOR, RECHECK, profile_shapes
 from omc.runtime.backends.engine_header import read_header
 from omc.runtime.backends.trt import load_tensorrt
 
-pytestmark = pytest.mark.trt
+# Every test here builds or parses with TensorRT for RTX (skipped, with the reason, where it is absent).
+pytestmark = [pytest.mark.trt, pytest.mark.usefixtures("rtx_module")]
 
 
 def contract_tensors(meta: EngineMeta, engine: str) -> dict[str, NetworkTensor]:

@@ -28,6 +28,7 @@ def plans_in(folder: Path) -> list[str]:
 
 
 @pytest.mark.trt
+@pytest.mark.usefixtures("rtx_module")
 def test_build_prints_the_plans_and_logs_seconds_and_size(
     fp32_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -42,6 +43,7 @@ def test_build_prints_the_plans_and_logs_seconds_and_size(
 
 
 @pytest.mark.trt
+@pytest.mark.usefixtures("rtx_module")
 def test_auto_edition_falls_back_to_rtx_and_targets_accept_commas(
     fp16_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -52,6 +54,7 @@ def test_auto_edition_falls_back_to_rtx_and_targets_accept_commas(
 
 
 @pytest.mark.trt
+@pytest.mark.usefixtures("rtx_module")
 def test_rtx_refuses_int8_in_one_line(int8_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     export = copy_engines(int8_export, tmp_path / "int8")
     assert main(["build", "--onnx", str(export), "--edition", "rtx"]) == 2
@@ -61,6 +64,7 @@ def test_rtx_refuses_int8_in_one_line(int8_export: Path, tmp_path: Path, capsys:
 
 
 @pytest.mark.trt
+@pytest.mark.usefixtures("rtx_module")
 def test_turing_refuses_fp32_in_one_line(fp32_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     export = copy_engines(fp32_export, tmp_path / "fp32")
     assert main(["build", "--onnx", str(export), "--gpu-target", "SM75"]) == 2
