@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from omc.config import RTX_PORTABLE_TARGETS
 from omc.contract import EXPORT_JSON, EngineMeta
 from omc.errors import EngineMismatch
 
