@@ -14,7 +14,7 @@ readable with any JSON tool; and the check needs neither TensorRT nor a GPU, so 
 tested) on any machine. The SHA-256 binds the two files together: a plan replaced without its
 sidecar is refused.
 
-This module imports only the standard library, NumPy-free core modules and no TensorRT.
+This module imports the standard library and omc's core modules only: no TensorRT, no CUDA library.
 """
 
 from __future__ import annotations
