@@ -58,11 +58,19 @@ def xyah_to_xyxy(boxes: FloatArray) -> FloatArray:
     return tlwh_to_xyxy(xyah_to_tlwh(boxes))
 
 
+def _columns(boxes: FloatArray, dtype: np.dtype) -> FloatArray:
+    """[4, N] contiguous x1, y1, x2, y2 rows (broadcasting contiguous rows is several times faster
+    than broadcasting strided columns)."""
+    return np.ascontiguousarray(np.asarray(boxes, dtype).reshape(-1, 4).T)
+
+
 def _intersection(a: FloatArray, b: FloatArray, offset: float) -> FloatArray:
-    """[N, M] overlap areas, each side (min - max + offset) clipped at 0 (per coordinate: 2-D broadcasts are
-    several times faster than [N, M, 2] ones)."""
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + offset
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + offset
+    """[N, M] overlap areas of [4, N] and [4, M] column sets, each side (min - max + offset) clipped at 0."""
+    w = np.minimum(a[2][:, None], b[2][None, :]) - np.maximum(a[0][:, None], b[0][None, :])
+    h = np.minimum(a[3][:, None], b[3][None, :]) - np.maximum(a[1][:, None], b[1][None, :])
+    if offset:
+        w += offset
+        h += offset
     np.maximum(w, 0, out=w)
     np.maximum(h, 0, out=h)
     return w * h
@@ -74,6 +82,14 @@ def box_area(boxes: FloatArray, *, plus_one: bool = False) -> FloatArray:
     return (boxes[:, 2] - boxes[:, 0] + offset) * (boxes[:, 3] - boxes[:, 1] + offset)
 
 
+def _iou_of_columns(a: FloatArray, b: FloatArray, offset: float) -> FloatArray:
+    inter = _intersection(a, b, offset)
+    area_a = (a[2] - a[0] + offset) * (a[3] - a[1] + offset)
+    area_b = (b[2] - b[0] + offset) * (b[3] - b[1] + offset)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
 def box_iou(a: FloatArray, b: FloatArray, *, plus_one: bool = False) -> FloatArray:
     """IoU of every box in `a` with every box in `b`.
 
@@ -82,14 +98,9 @@ def box_iou(a: FloatArray, b: FloatArray, *, plus_one: bool = False) -> FloatArr
     Returns [N, M] in [0, 1]; 0 where the union is not positive; [N, 0] / [0, M] for empties.
     """
     dtype = np.result_type(np.asarray(a).dtype, np.asarray(b).dtype, np.float32)
-    a = np.asarray(a, dtype)
-    b = np.asarray(b, dtype)
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype)
-    offset = 1.0 if plus_one else 0.0
-    inter = _intersection(a, b, offset)
-    union = box_area(a, plus_one=plus_one)[:, None] + box_area(b, plus_one=plus_one)[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return _iou_of_columns(_columns(a, dtype), _columns(b, dtype), 1.0 if plus_one else 0.0)
 
 
 def box_diou(a: FloatArray, b: FloatArray, *, exponent: float) -> FloatArray:
@@ -100,16 +111,15 @@ def box_diou(a: FloatArray, b: FloatArray, *, exponent: float) -> FloatArray:
     denominator. a: [N, 4], b: [M, 4] corners, pixels. Returns [N, M] (IoU taken as 0 where the
     union is empty); [N, 0] / [0, M] for empties.
     """
-    iou = box_iou(a, b)
-    if iou.size == 0:
-        return iou
-    dtype = iou.dtype
-    a = np.asarray(a, dtype)
-    b = np.asarray(b, dtype)
-    dx = (b[None, :, 0] + b[None, :, 2]) / 2 - (a[:, None, 0] + a[:, None, 2]) / 2
-    dy = (b[None, :, 1] + b[None, :, 3]) / 2 - (a[:, None, 1] + a[:, None, 3]) / 2
-    ew = np.maximum(a[:, None, 2], b[None, :, 2]) - np.minimum(a[:, None, 0], b[None, :, 0])
-    eh = np.maximum(a[:, None, 3], b[None, :, 3]) - np.minimum(a[:, None, 1], b[None, :, 1])
+    dtype = np.result_type(np.asarray(a).dtype, np.asarray(b).dtype, np.float32)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype)
+    ca, cb = _columns(a, dtype), _columns(b, dtype)
+    iou = _iou_of_columns(ca, cb, 0.0)
+    dx = ((cb[0] + cb[2]) / 2)[None, :] - ((ca[0] + ca[2]) / 2)[:, None]
+    dy = ((cb[1] + cb[3]) / 2)[None, :] - ((ca[1] + ca[3]) / 2)[:, None]
+    ew = np.maximum(ca[2][:, None], cb[2][None, :]) - np.minimum(ca[0][:, None], cb[0][None, :])
+    eh = np.maximum(ca[3][:, None], cb[3][None, :]) - np.minimum(ca[1][:, None], cb[1][None, :])
     ratio = (dx * dx + dy * dy) / (ew * ew + eh * eh + dtype.type(DIOU_DIAGONAL_EPS))
     return iou - ratio ** dtype.type(exponent)
 

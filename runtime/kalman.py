@@ -66,7 +66,6 @@ class KalmanFilter:
         self.noise = noise
         self.motion = np.eye(STATE_DIM)
         self.motion[:MEASURE_DIM, MEASURE_DIM:] = np.eye(MEASURE_DIM)  # x += v, one frame per step
-        self.observation = np.eye(MEASURE_DIM, STATE_DIM)
         # Which of (x, y, a, h) have height-proportional noise: all but the aspect ratio.
         self._scaled4 = (True, True, False, True)
 
@@ -101,8 +100,9 @@ class KalmanFilter:
         n = self.noise
         stds = (n.position_weight, n.position_weight, n.measurement_aspect_std, n.position_weight)
         noise = _height_scaled_diagonal(mean[:, 3], stds, self._scaled4)
-        projected_mean = mean @ self.observation.T
-        projected_cov = self.observation @ covariance @ self.observation.T + noise
+        # The observation matrix H = [I4 0] picks the first four state entries: slices, not products.
+        projected_mean = mean[:, :MEASURE_DIM]
+        projected_cov = covariance[:, :MEASURE_DIM, :MEASURE_DIM] + noise
         return projected_mean, projected_cov
 
     def update(
@@ -113,7 +113,7 @@ class KalmanFilter:
         # Kalman gain K = P H^T S^-1. S is a 4x4 symmetric positive definite matrix whose diagonal is at
         # least the measurement noise, so its explicit inverse is accurate to ~1e-12 relative; NumPy's
         # batched solve with several right-hand sides costs 3-6 times more per frame.
-        gain = covariance @ self.observation.T @ np.linalg.inv(projected_cov)  # [T, 8, 4]
+        gain = covariance[:, :, :MEASURE_DIM] @ np.linalg.inv(projected_cov)  # P H^T S^-1, [T, 8, 4]
         innovation = np.asarray(measurements, np.float64) - projected_mean  # [T, 4]
         new_mean = mean + np.einsum("tij,tj->ti", gain, innovation)
         new_cov = covariance - gain @ projected_cov @ np.swapaxes(gain, 1, 2)

@@ -223,7 +223,7 @@ class Tracker:
         self.last_tracklet_count = len(pool)
         if not pool:
             return None
-        tracklets = np.ascontiguousarray(np.stack([t.smooth_feature for t in pool]), dtype=np.float32)
+        tracklets = _rows([t.smooth_feature for t in pool], np.float32)
         feeds: dict[str, Any] = {
             name: detector_outputs[name] for name in contract.RECHECK_FEEDS_FROM_DETECTOR if name in detector_outputs
         }
@@ -314,7 +314,7 @@ class Tracker:
         """Step 3: appearance + motion. Returns (unmatched detection indices, unmatched pool rows)."""
         tracks = pool.tracks
         if tracks and len(detections):
-            appearance = cosine_distance(np.stack([t.smooth_feature for t in tracks]), detections.embeddings)
+            appearance = cosine_distance(_rows([t.smooth_feature for t in tracks], np.float32), detections.embeddings)
             maha = self.kalman.gating_distance(pool.mean, pool.covariance, detections.xyah)
             cost = gate_and_fuse_motion(
                 appearance, maha, gate=self.config.gating_threshold, appearance_weight=self.config.motion_lambda
@@ -399,8 +399,8 @@ class Tracker:
         if not walked:
             return
         smooth = _smoothed(
-            np.stack([t.smooth_feature for t in walked]),
-            np.stack([t.current_feature for t in walked]),
+            _rows([t.smooth_feature for t in walked], np.float32),
+            _rows([t.current_feature for t in walked], np.float32),
             self.config.embedding_alpha,
         )
         for track, feature in zip(walked, smooth):
@@ -437,7 +437,7 @@ class Tracker:
         confirmed = [t for t in self._tracked if t.activated]
         if not confirmed:
             return []
-        tlwh = xyah_to_tlwh(np.stack([t.mean[:4] for t in confirmed]))
+        tlwh = xyah_to_tlwh(_rows([t.mean[:4] for t in confirmed], np.float64))
         area = tlwh[:, 2] * tlwh[:, 3]
         aspect = np.divide(tlwh[:, 2], tlwh[:, 3], out=np.full(len(tlwh), np.inf), where=tlwh[:, 3] != 0)
         keep = (area > self.config.min_box_area) & (aspect <= self.config.max_aspect_ratio)
@@ -459,8 +459,8 @@ class _StateBatch:
     def __init__(self, tracks: list[Tracklet]) -> None:
         self.tracks = tracks
         if tracks:
-            self.mean = np.stack([t.mean for t in tracks])
-            self.covariance = np.stack([t.covariance for t in tracks])
+            self.mean = _rows([t.mean for t in tracks], np.float64)
+            self.covariance = _rows([t.covariance for t in tracks], np.float64)
         else:
             self.mean, self.covariance = np.zeros((0, 8)), np.zeros((0, 8, 8))
 
@@ -474,6 +474,14 @@ class _StateBatch:
             self.tracks[row].covariance = self.covariance[row]
 
 
+def _rows(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
+    """Stack equally shaped per-track arrays (non-empty list) into one new array of `dtype`.
+
+    np.array on a list is 2-3 times faster than np.stack for the few dozen small arrays per call.
+    """
+    return np.array(arrays, dtype=dtype)
+
+
 def _smoothed(smooth: npt.NDArray[np.float32], new: npt.NDArray[np.float32], alpha: float) -> npt.NDArray[np.float32]:
     """[N, E] rows of smooth + alpha (new - smooth), renormalised (float32, new arrays)."""
     return unit_rows(smooth + np.float32(alpha) * (new - smooth))
@@ -481,7 +489,9 @@ def _smoothed(smooth: npt.NDArray[np.float32], new: npt.NDArray[np.float32], alp
 
 def _boxes(tracks: list[Tracklet]) -> npt.NDArray[np.float64]:
     """[T, 4] float64 corners of the tracks' Kalman means ([0, 4] for none)."""
-    return _StateBatch(tracks).boxes(np.arange(len(tracks)))
+    if not tracks:
+        return np.zeros((0, 4))
+    return xyah_to_xyxy(_rows([t.mean[:4] for t in tracks], np.float64))
 
 
 def _remove_duplicates(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -39,8 +40,7 @@ class EventKind(enum.IntEnum):
     REMOVED = 4
 
 
-@dataclass(frozen=True)
-class TrackEvent:
+class TrackEvent(NamedTuple):
     """One life-cycle event of a frame: kind, track id and detection index (-1 when none)."""
 
     kind: EventKind
