@@ -640,7 +640,9 @@ def random_checkpoint(
         "RANDOM WEIGHTS (variant %s, seed %d): this network has not been trained; its detections and tracks "
         "are meaningless. Use it only to test the pipeline or measure speed.", arch.variant, seed
     )
-    network = _finish(randomize_network(build_network(arch, input_hw), seed))
+    with torch.random.fork_rng(devices=[]):  # building draws from the global RNG; keep it untouched
+        network = build_network(arch, input_hw)
+    network = _finish(randomize_network(network, seed))
     return LoadedCheckpoint(
         network=network,
         architecture=arch,
