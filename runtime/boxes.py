@@ -13,47 +13,51 @@ axis have no intersection.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.floating]
+# Layout conversions return the dtype they are given.
+BoxArray = TypeVar("BoxArray", bound=npt.NDArray[np.floating])
 
 # DIoU's guard on the enclosing diagonal, as in the reference (omc-reference.md 4.2): it sits only
 # in the distance term's denominator.
 DIOU_DIAGONAL_EPS = 1e-7
 
 
-def xyxy_to_tlwh(boxes: FloatArray) -> FloatArray:
+def xyxy_to_tlwh(boxes: BoxArray) -> BoxArray:
     """[N, 4] corners -> [N, 4] (x1, y1, w, h), same dtype; widths are x2 - x1 in that dtype."""
-    out = np.array(boxes, copy=True)
+    out = boxes.copy()
     out[:, 2:] -= out[:, :2]
     return out
 
 
-def tlwh_to_xyxy(boxes: FloatArray) -> FloatArray:
+def tlwh_to_xyxy(boxes: BoxArray) -> BoxArray:
     """[N, 4] (x1, y1, w, h) -> [N, 4] corners, same dtype."""
-    out = np.array(boxes, copy=True)
+    out = boxes.copy()
     out[:, 2:] += out[:, :2]
     return out
 
 
-def tlwh_to_xyah(boxes: FloatArray) -> FloatArray:
+def tlwh_to_xyah(boxes: BoxArray) -> BoxArray:
     """[N, 4] (x1, y1, w, h) -> [N, 4] (cx, cy, w / h, h), same dtype."""
-    out = np.array(boxes, copy=True)
+    out = boxes.copy()
     out[:, :2] += out[:, 2:] / 2
     out[:, 2] /= out[:, 3]
     return out
 
 
-def xyah_to_tlwh(boxes: FloatArray) -> FloatArray:
+def xyah_to_tlwh(boxes: BoxArray) -> BoxArray:
     """[N, 4] (cx, cy, a, h) -> [N, 4] (x1, y1, w, h) with w = a * h, same dtype."""
-    out = np.array(boxes, copy=True)
+    out = boxes.copy()
     out[:, 2] *= out[:, 3]
     out[:, :2] -= out[:, 2:] / 2
     return out
 
 
-def xyah_to_xyxy(boxes: FloatArray) -> FloatArray:
+def xyah_to_xyxy(boxes: BoxArray) -> BoxArray:
     """[N, 4] (cx, cy, a, h) -> [N, 4] corners (x2 = x1 + w, as the reference computes it)."""
     return tlwh_to_xyxy(xyah_to_tlwh(boxes))
 

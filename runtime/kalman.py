@@ -131,7 +131,7 @@ class KalmanFilter:
         if len(mean) == 0 or len(measurements) == 0:
             return np.zeros((len(mean), len(measurements)), np.float64)
         projected_mean, projected_cov = self.project(mean, covariance)
-        delta = measurements[None, :, :] - projected_mean[:, None, :]  # [T, D, 4]
+        delta = measurements[None, :, :] - np.ascontiguousarray(projected_mean)[:, None, :]  # [T, D, 4]
         # d^T S^-1 d with the explicit inverse of the well-conditioned 4x4 S (see `update`); the
         # reference's Cholesky route agrees to ~1e-12 relative.
         weighted = delta @ np.linalg.inv(projected_cov)  # [T, D, 4]

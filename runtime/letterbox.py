@@ -119,6 +119,7 @@ def letterbox(
     height, width = input_hw
     images = np.full((1, height, width, 3), PAD_VALUE, np.uint8)
     new_h, new_w = geometry.resized_hw
+    resized: np.ndarray
     if (new_h, new_w) == frame_bgr.shape[:2]:
         resized = frame_bgr
     else:
