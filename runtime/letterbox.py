@@ -25,6 +25,8 @@ from omc.errors import BadInput
 
 # The reference pads with 127.5; OpenCV's saturate_cast rounds half to even, so the stored byte is 128.
 PAD_VALUE = 128
+# The reference splits odd padding as round(half - 0.1) before and round(half + 0.1) after the image.
+PAD_SPLIT_BIAS = 0.1
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,8 @@ def letterbox_geometry(frame_hw: tuple[int, int], input_hw: tuple[int, int]) -> 
     # Python's round (half to even), as the reference.
     new_w, new_h = round(w * ratio), round(h * ratio)
     half_w, half_h = (width - new_w) / 2, (height - new_h) / 2
-    top, bottom = round(half_h - 0.1), round(half_h + 0.1)
-    left, right = round(half_w - 0.1), round(half_w + 0.1)
+    top, bottom = round(half_h - PAD_SPLIT_BIAS), round(half_h + PAD_SPLIT_BIAS)
+    left, right = round(half_w - PAD_SPLIT_BIAS), round(half_w + PAD_SPLIT_BIAS)
     transform = LetterboxTransform(new_w / w, new_h / h, float(left), float(top), (h, w), (height, width))
     return LetterboxGeometry((new_h, new_w), top, bottom, left, right, transform)
 
