@@ -61,9 +61,9 @@ def gate_and_fuse_motion(
 
 def iou_distance(track_boxes: npt.NDArray[np.floating], det_boxes: npt.NDArray[np.floating]) -> Float64Array:
     """1 - IoU ("+1 pixel" widths) of [T, 4] and [D, 4] corners, float64 [T, D]."""
-    iou = box_iou(
-        np.asarray(track_boxes, np.float64).reshape(-1, 4), np.asarray(det_boxes, np.float64).reshape(-1, 4), plus_one=True
-    )
+    tracks = np.asarray(track_boxes, np.float64).reshape(-1, 4)
+    dets = np.asarray(det_boxes, np.float64).reshape(-1, 4)
+    iou = box_iou(tracks, dets, plus_one=True)
     return (1.0 - iou).astype(np.float64, copy=False)
 
 

@@ -50,7 +50,9 @@ class KalmanNoise:
     measurement_aspect_std: float = 1e-1
 
 
-def _height_scaled_diagonal(heights: Float64Array, stds: tuple[float, ...], height_scaled: tuple[bool, ...]) -> Float64Array:
+def _height_scaled_diagonal(
+    heights: Float64Array, stds: tuple[float, ...], height_scaled: tuple[bool, ...]
+) -> Float64Array:
     """[T, D, D] diagonal matrices of squared stds; entries flagged `height_scaled` are multiplied by h."""
     std = np.array(stds, np.float64)[None, :] * np.where(height_scaled, heights[:, None], 1.0)
     out = np.zeros((len(heights), len(stds), len(stds)), np.float64)

@@ -49,7 +49,9 @@ class LetterboxTransform:
         cls, gain: float, pad_x: float, pad_y: float, frame_hw: tuple[int, int], input_hw: tuple[int, int]
     ) -> "LetterboxTransform":
         """The reference's scale-back form: one gain for both axes and (possibly fractional) padding."""
-        return cls(float(gain), float(gain), float(pad_x), float(pad_y), tuple(frame_hw), tuple(input_hw))  # type: ignore[arg-type]
+        frame = (int(frame_hw[0]), int(frame_hw[1]))
+        net = (int(input_hw[0]), int(input_hw[1]))
+        return cls(float(gain), float(gain), float(pad_x), float(pad_y), frame, net)
 
     def to_frame(self, boxes: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
         """[N, 4] corners in network pixels -> new [N, 4] float32 corners in frame pixels.

@@ -20,7 +20,10 @@ from omc.runtime.backends.base import Backend
 BACKENDS = ("ort", "trt")
 
 
-def _open_onnxruntime(engine_dir: Path, meta: EngineMeta, device: str, options: dict[str, Any]) -> tuple[Backend, Backend | None]:
+Pair = tuple[Backend, Backend | None]  # (detector, recheck or None)
+
+
+def _open_onnxruntime(engine_dir: Path, meta: EngineMeta, device: str, options: dict[str, Any]) -> Pair:
     from omc.runtime.backends.onnxrt import OnnxRuntimeBackend
 
     detector = OnnxRuntimeBackend(engine_dir / contract.DETECTOR_ONNX, meta, "detector", device, **options)
@@ -36,15 +39,19 @@ def _open_onnxruntime(engine_dir: Path, meta: EngineMeta, device: str, options: 
     return detector, recheck
 
 
-def _open_tensorrt(engine_dir: Path, meta: EngineMeta, device: str, options: dict[str, Any]) -> tuple[Backend, Backend | None]:
+def _open_tensorrt(engine_dir: Path, meta: EngineMeta, device: str, options: dict[str, Any]) -> Pair:
     if device == "cpu":
-        raise BadInput("the TensorRT backend runs on a GPU: pass device 'cuda' or 'cuda:N' (device 'cpu' is for backend 'ort')")
+        raise BadInput(
+            "the TensorRT backend runs on a GPU: pass device 'cuda' or 'cuda:N' (device 'cpu' is for backend 'ort')"
+        )
     try:
         trt_backend = importlib.import_module("omc.runtime.backends.trt")
     except ModuleNotFoundError as exc:
         if exc.name != "omc.runtime.backends.trt":
             raise
-        raise OmcError("this omc installation has no TensorRT backend (omc.runtime.backends.trt); use backend 'ort'") from None
+        raise OmcError(
+            "this omc installation has no TensorRT backend (omc.runtime.backends.trt); use backend 'ort'"
+        ) from None
     return trt_backend.TensorRTBackend.open_pair(engine_dir, meta, device=device, **options)
 
 

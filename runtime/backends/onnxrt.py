@@ -37,7 +37,12 @@ DEVICE_PROVIDERS: dict[str, tuple[str, ...]] = {
     "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
 }
 # ONNX Runtime's type strings of the contract's dtypes.
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16", "tensor(int64)": "int64"}
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(uint8)": "uint8",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+}
 # ONNX Runtime logs warnings (e.g. unused initializers) at severity 2; keep errors only.
 _ORT_LOG_SEVERITY_ERROR = 3
 
@@ -77,7 +82,9 @@ def _import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError:
-        raise OmcError("onnxruntime is not installed; it is a core dependency of omc: pip install onnxruntime") from None
+        raise OmcError(
+            "onnxruntime is not installed; it is a core dependency of omc: pip install onnxruntime"
+        ) from None
     return onnxruntime
 
 
@@ -106,7 +113,9 @@ def check_metadata(path: Path, metadata: Mapping[str, str], meta: EngineMeta) ->
         )
 
 
-def check_io(path: Path, kind: str, args: list[Any], specs: Mapping[str, TensorSpec], limits: Mapping[str, tuple[int, int]]) -> None:
+def check_io(
+    path: Path, kind: str, args: list[Any], specs: Mapping[str, TensorSpec], limits: Mapping[str, tuple[int, int]]
+) -> None:
     """Raise EngineMismatch when a session's inputs or outputs (`args`) differ from the contract's `specs`."""
     got = {arg.name: arg for arg in args}
     missing = [name for name in specs if name not in got]
