@@ -32,7 +32,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any, Mapping
+from typing import IO, Any, Mapping, cast
 
 import torch
 from torch import Tensor
@@ -434,7 +434,7 @@ def _interpret_omc(obj: Mapping[str, Any], path: Path) -> _Contents:
         raise CheckpointError(f"checkpoint {path} (omc format): {exc}") from None
     options = obj.get("training_options")
     return _Contents(
-        dict(state), FORMAT_OMC, arch.config, dict(options) if isinstance(options, Mapping) else {}, None, arch
+        dict(cast(Mapping[str, Tensor], state)), FORMAT_OMC, arch.config, dict(options) if isinstance(options, Mapping) else {}, None, arch
     )
 
 

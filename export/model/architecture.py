@@ -357,7 +357,7 @@ def default_config() -> dict[str, Any]:
     """The packaged CSTrack-L config (export/configs/cstrack_l.yaml) as a fresh dict."""
     import yaml
 
-    text = resources.files("omc.export").joinpath("configs", DEFAULT_CONFIG_NAME).read_text()
+    text = (resources.files("omc.export") / "configs" / DEFAULT_CONFIG_NAME).read_text()
     data: dict[str, Any] = yaml.safe_load(text)
     return data
 
@@ -376,19 +376,19 @@ def architecture_from_config(
     embedding_dim: None takes the config's `id_embedding` (512 when absent).
     anchors: None takes the config's; a checkpoint passes its stored `anchor_grid` instead.
     """
-    config = copy.deepcopy(dict(config))
-    _check_config(config)
-    nc = config["nc"]
+    config_dict: dict[str, Any] = copy.deepcopy(dict(config))
+    _check_config(config_dict)
+    nc = config_dict["nc"]
     if nc != 1:
         raise BadInput(f"OMC detects one class, but the model config has nc={nc}")
     if embedding_dim is None:
-        embedding_dim = int(config.get("id_embedding", 512))
-    anchor_values = anchors if anchors is not None else config["anchors"]
+        embedding_dim = int(config_dict.get("id_embedding", 512))
+    anchor_values = anchors if anchors is not None else config_dict["anchors"]
     arch = Architecture(
-        config=config,
-        variant=variant_of(float(config["depth_multiple"]), float(config["width_multiple"])),
-        depth_multiple=float(config["depth_multiple"]),
-        width_multiple=float(config["width_multiple"]),
+        config=config_dict,
+        variant=variant_of(float(config_dict["depth_multiple"]), float(config_dict["width_multiple"])),
+        depth_multiple=float(config_dict["depth_multiple"]),
+        width_multiple=float(config_dict["width_multiple"]),
         nc=int(nc),
         anchors=tuple(tuple(float(v) for v in level) for level in anchor_values),
         embedding_dim=int(embedding_dim),

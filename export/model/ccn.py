@@ -57,6 +57,9 @@ class CCN(nn.Module):
     with x flattened to [B, c, h*w]: w weights the SELF affinity of its own branch.
     """
 
+    pool_rows: Tensor  # [6, h] constant averaging matrix (non-persistent buffer)
+    pool_cols: Tensor  # [10, w]
+
     def __init__(self, channels: int, map_hw: tuple[int, int]) -> None:
         super().__init__()
         self.w1 = nn.Parameter(torch.full((1,), INITIAL_BRANCH_WEIGHT))

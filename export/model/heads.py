@@ -59,6 +59,9 @@ class Detect(nn.Module):
     a level (anchor, row, col) row-major: N = A * sum(h_i * w_i).
     """
 
+    anchors: Tensor  # [levels, A, 2] anchor sizes in stride units (persistent buffer)
+    anchor_grid: Tensor  # [levels, 1, A, 1, 1, 2] anchor sizes in pixels (persistent buffer)
+
     def __init__(
         self,
         anchors_px: Sequence[Sequence[float]],

@@ -166,6 +166,9 @@ class OMCNetwork(nn.Module):
     input_hw: (H, W) the input-size constants are built for; multiples of 32.
     """
 
+    map_rows: Tensor  # [h] int64 0..h-1 of the stride-8 map (non-persistent buffer)
+    map_cols: Tensor  # [w]
+
     def __init__(self, arch: Architecture, input_hw: tuple[int, int] = DEFAULT_INPUT_HW) -> None:
         super().__init__()
         self.architecture = arch

@@ -18,6 +18,7 @@ excites it strongly but finitely. The detections mean nothing either way.
 from __future__ import annotations
 
 import math
+from typing import Callable, cast
 
 import torch
 import torch.nn.functional as F
@@ -75,10 +76,9 @@ def _apply_detection_prior(network: OMCNetwork) -> None:
     nc = network.architecture.nc
     with torch.no_grad():
         for conv, stride in zip(detect.m, detect.strides):
-            bias = conv.bias
-            if bias is None:
+            if not isinstance(conv, nn.Conv2d) or conv.bias is None:
                 continue
-            per_anchor = bias.view(detect.anchors_per_level, -1)
+            per_anchor = conv.bias.view(detect.anchors_per_level, -1)
             per_anchor[:, 4] += math.log(OBJECTS_PER_IMAGE / (PRIOR_IMAGE_SIZE / stride) ** 2)
             per_anchor[:, 5:] += math.log(CLASS_PRIOR / (nc - 0.99))
 
@@ -114,7 +114,7 @@ def randomize_network(network: OMCNetwork, seed: int) -> OMCNetwork:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for module in network.modules():
-            reset = getattr(module, "reset_parameters", None)
+            reset = cast("Callable[[], None] | None", getattr(module, "reset_parameters", None))
             if callable(reset) and module is not network:
                 reset()
         _reinit_transposed_convs(network)

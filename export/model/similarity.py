@@ -71,8 +71,8 @@ def shrink_window_mask(
 
 
 def normalise_by_maximum(aggregated: Tensor, eps: float = AGGREGATE_EPS) -> Tensor:
-    """aggregated / max(max(aggregated), eps): an all-zero map stays zero."""
-    return aggregated / aggregated.amax().clamp_min(eps)
+    """[..., h, w] / max(max over (h, w), eps): an all-zero map stays zero."""
+    return aggregated / aggregated.amax(dim=(-2, -1), keepdim=True).clamp_min(eps)
 
 
 def aggregate_similarity(

@@ -209,6 +209,7 @@ def test_missing_and_unreadable_files_are_one_clear_error(tmp_path: Path) -> Non
         load_checkpoint(no_model)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_torchscript_archive_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
