@@ -305,8 +305,7 @@ def module_state_dict(record: PickledObject, prefix: str = "") -> dict[str, Tens
     tables = [attributes.get(key) for key in ("_parameters", "_buffers", "_modules")]
     if not all(isinstance(table, Mapping) for table in tables):
         raise CheckpointError(f"pickled {record.pickled_class} at '{prefix or '<root>'}' is not a module")
-    parameters, buffers, modules = tables
-    assert parameters is not None and buffers is not None and modules is not None  # narrowed above
+    parameters, buffers, modules = (cast(Mapping[str, Any], table) for table in tables)
     transient = attributes.get("_non_persistent_buffers_set") or set()
     state: dict[str, Tensor] = {}
     for name, value in list(parameters.items()) + [(k, v) for k, v in buffers.items() if k not in transient]:

@@ -10,9 +10,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import TYPE_CHECKING, Any, Mapping, TextIO
 
 from omc.errors import BadInput
+
+if TYPE_CHECKING:
+    from omc.export.checkpoint import LoadedCheckpoint
 
 # Variants `--random-weights` can build (omc.export.model.VARIANT_MULTIPLES; kept literal here
 # so that building the parser does not import torch).
@@ -52,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_inspect)
 
 
-def checkpoint_from_args(checkpoint: Path | None, random_weights: bool, variant: str, seed: int) -> Any:
+def checkpoint_from_args(checkpoint: Path | None, random_weights: bool, variant: str, seed: int) -> "LoadedCheckpoint":
     """LoadedCheckpoint from the shared options; BadInput when both or neither source is given."""
     if random_weights and checkpoint is not None:
         raise BadInput("give either a checkpoint or --random-weights, not both")
@@ -60,9 +63,9 @@ def checkpoint_from_args(checkpoint: Path | None, random_weights: bool, variant:
         raise BadInput("give a checkpoint file, or --random-weights for a seeded random network")
     from omc.export.checkpoint import load_checkpoint, random_checkpoint
 
-    if random_weights:
+    if checkpoint is None:
         return random_checkpoint(variant, seed=seed)
-    return load_checkpoint(checkpoint)  # type: ignore[arg-type]
+    return load_checkpoint(checkpoint)
 
 
 def _flow(value: Any) -> str:
