@@ -146,8 +146,8 @@ class MotTable:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def select(self, mask: npt.NDArray[np.bool_]) -> "MotTable":
-        """The rows where `mask` ([N] bool) is True, as a new table."""
+    def select(self, mask: npt.NDArray[np.bool_] | npt.NDArray[np.integer]) -> "MotTable":
+        """The rows picked by `mask` ([N] bool, or row indices in the wanted order), as a new table."""
         return MotTable(
             self.frames[mask], self.ids[mask], self.boxes_tlwh[mask],
             self.scores[mask], self.classes[mask], self.visibility[mask],

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fixture_path  # tests/ is on sys.path through its conftest.py
+from paths import fixture_path  # tests/ is on sys.path through its conftest.py
 from omc.export.checkpoint import FORMAT_REFERENCE_STAGE2, LoadedCheckpoint, load_checkpoint
 from omc.export.model.similarity import similarity_maps, window_centres
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import fixture_path
+from paths import fixture_path
 
 from omc import contract
 from omc.config import TrackerConfig

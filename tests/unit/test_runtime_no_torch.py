@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import REPO_ROOT
+from paths import REPO_ROOT
 
 # Runs in a fresh interpreter where any import of torch fails, as if it were not installed.
 SCRIPT = textwrap.dedent(
