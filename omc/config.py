@@ -221,3 +221,94 @@ class TensorRTBuildConfig:
         for name in ("opt_batch", "opt_tracklets"):
             if getattr(self, name) < 1:
                 raise BadInput(f"TensorRTBuildConfig.{name} must be at least 1, got {getattr(self, name)}")
+
+
+# Backends `omc bench` can time: the PyTorch eager reference path, ONNX Runtime fp32, ONNX
+# Runtime on the INT8 CPU graphs (calib's `int8-cpu` folder), TensorRT (needs an NVIDIA GPU).
+BENCH_BACKENDS = ("torch", "ort", "ort-int8", "trt")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What `omc bench` measures and how long (benchmarks/; our choices, not the reference's).
+
+    Sizes that describe the reference's own workload are cited: 1088 x 608 input and at most
+    100 re-check peaks (omc-reference.md sections 1 and 2).
+    """
+
+    # Backends timed side by side on the same frames, in this order.
+    backends: tuple[str, ...] = ("torch", "ort", "ort-int8")
+    # Timed frames per backend (after the warm-up); more frames, steadier medians.
+    frames: int = 20
+    # Untimed frames per backend first (lazy initialisation, caches, JIT kernels).
+    warmup: int = 3
+    # Tracklet counts n fed to the re-check engine (synthetic rows of the frame's own ID map):
+    # the re-check cost at each n. 0 means no re-check call (the CSTrack baseline).
+    tracklets: tuple[int, ...] = (0, 10, 50, 200)
+    # n of the per-stage table, of "OMC vs CSTrack" and of the re-check's share of the detector.
+    headline_tracklets: int = 50
+    # Detector batch sizes timed on repeated frames (each at most the export's max batch).
+    batch: tuple[int, ...] = (1, 2, 4)
+    # Timed runs per batch size (after one untimed run).
+    batch_repeats: int = 3
+    # Threads of ONNX Runtime's intra-op pool and of torch.set_num_threads, the same for all;
+    # 0: every core this process may use.
+    threads: int = 0
+    # Size (width, height) of the generated clip used when no --source is given (MOT17's frames).
+    clip_size: tuple[int, int] = (1920, 1080)
+    # Seed of the generated clip, the synthetic tracklets and the synthetic host workload.
+    seed: int = 0
+    # Host post-processing workload (NMS + fusion + association): live tracks, detections above
+    # threshold and frames timed (after host_warmup), on synthetic, deterministic engine outputs.
+    host_tracks: int = 50
+    host_detections: int = 100
+    host_frames: int = 100
+    host_warmup: int = 10
+    # Targets the report compares against: host post-processing median (ms) and the re-check
+    # engine's time at headline_tracklets as a share of the detector's.
+    host_target_ms: float = 2.0
+    recheck_share_target: float = 0.12
+    # Side of the square float32 matrix product timed as the machine's ceiling, and its runs.
+    ceiling_size: int = 4096
+    ceiling_repeats: int = 3
+
+    def __post_init__(self) -> None:
+        unknown = [b for b in self.backends if b not in BENCH_BACKENDS]
+        if unknown or not self.backends:
+            raise BadInput(
+                f"--backend {', '.join(unknown) or '(none)'} is not one of {', '.join(BENCH_BACKENDS)}"
+            )
+        if len(set(self.backends)) != len(self.backends):
+            raise BadInput(f"--backend lists a backend twice: {', '.join(self.backends)}")
+        for name in ("frames", "batch_repeats", "host_tracks", "host_detections", "host_frames",
+                     "ceiling_size", "ceiling_repeats"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"BenchConfig.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup", "threads", "host_warmup", "headline_tracklets"):
+            if getattr(self, name) < 0:
+                raise BadInput(f"BenchConfig.{name} must be 0 or more, got {getattr(self, name)}")
+        if not self.tracklets or any(n < 0 for n in self.tracklets):
+            raise BadInput(f"--tracklets must be counts of 0 or more, got {list(self.tracklets)}")
+        if not self.batch or any(b < 1 for b in self.batch):
+            raise BadInput(f"--batch must be sizes of 1 or more, got {list(self.batch)}")
+        if self.host_detections < self.host_tracks:
+            raise BadInput(
+                f"BenchConfig.host_detections ({self.host_detections}) must be at least host_tracks "
+                f"({self.host_tracks}): every track has a detection"
+            )
+        width, height = self.clip_size
+        if width < 1 or height < 1:
+            raise BadInput(f"clip size {width}x{height} must be positive")
+
+    @property
+    def tracklet_counts(self) -> tuple[int, ...]:
+        """The sweep's counts plus headline_tracklets, ascending, without repeats."""
+        return tuple(sorted(set(self.tracklets) | {self.headline_tracklets}))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tracklets"] = list(self.tracklets)
+        data["batch"] = list(self.batch)
+        data["backends"] = list(self.backends)
+        data["clip_size"] = list(self.clip_size)
+        return data

@@ -1,0 +1,379 @@
+"""The PyTorch eager path: the reference implementation's per-frame computation, as a backend.
+
+Every benchmark reports this project's speed-up over the way the reference runs a frame, on the
+same machine, frames and thread count. This module does that computation with the project's own
+PyTorch network (`omc.export.model.OMCNetwork`, full float32, NCHW, no autograd), in the
+reference's order and form (omc-reference.md sections 1-4), not with the reference's code:
+
+1. Host pre-processing: letterbox, then BGR -> RGB, / 255, NCHW float32 (the reference's data
+   loader does this on the host; the exported graph does it inside).
+2. Full network forward: backbone, neck, CCN, SAAN, DenseMask and Detect, which decodes EVERY
+   anchor candidate (40698 at 1088 x 608), plus the frame-only parts of the re-check network.
+3. With tracklets: similarity, shrink window, aggregation and the heat-map head, decoding of
+   the re-check boxes over the whole map, then 3 x 3 peak suppression and the top 100 peaks.
+4. Host post-processing as the reference does it: threshold, then cluster-DIoU NMS in torch over
+   ALL candidates above the threshold (the engines keep the K best first), embeddings read at the
+   centre cells, fusion of the re-check boxes by "+1" IoU in NumPy (the reference's
+   cython_bbox), then association.
+
+Association (Kalman, embedding and IoU matching, life cycle) is the runtime's own
+(`DetectionsTracker`), so the decisions of this path equal the runtime's whenever the networks
+agree: the comparison isolates what the engines and the host code around them change. The
+reference's per-tracklet Python loop in step 3 is vectorised here (the network's
+`aggregate_similarity`), and boxes map back to the frame with the runtime's exact letterbox
+inverse (omc-reference.md 4.8): both choices can only make this path faster or equal, so the
+reported speed-ups are, if anything, conservative.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from omc.config import TrackerConfig
+from omc.contract import EngineMeta, WINDOW_MODES
+from omc.errors import BadInput
+from omc.runtime.boxes import DIOU_DIAGONAL_EPS
+from omc.runtime.detections import FrameDetections, unit_rows
+from omc.runtime.fusion import fuse_transductive
+from omc.runtime.letterbox import LetterboxTransform, letterbox
+from omc.runtime.tracker import STAGES as TRACKER_STAGES
+from omc.runtime.tracks import Track
+
+from omc.benchmarks.association import DetectionsTracker
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from omc.export.model import DetectorOutputs, OMCNetwork
+
+# Row layout of Detect's decoded candidates: cx, cy, w, h (input pixels), obj, cls.
+_CX, _CY, _W, _H, _OBJ, _CLS = range(6)
+# Peak suppression window of the re-check heat map (omc-reference.md 2, "Peaks").
+PEAK_WINDOW = 3
+# Scale from pixel coordinates to stride-8 cells: (x1 + x2) / 2 / 8.
+CELL_DIVISOR = 16.0
+# The reference's preprocessing scale of uint8 pixels.
+PIXEL_SCALE = 255.0
+
+
+@dataclass(frozen=True)
+class RecheckPeaks:
+    """The re-check's top-P peaks: boxes [P, 4] corners (input pixels), scores [P] (heat, descending),
+    rows / cols [P] int64 cells of the stride-8 map."""
+
+    boxes: Tensor
+    scores: Tensor
+    rows: Tensor
+    cols: Tensor
+
+
+def box_diou_torch(a: Tensor, b: Tensor, exponent: float) -> Tensor:
+    """DIoU of every box in `a` [N, 4] with every box in `b` [M, 4] (corners), as the NMS uses it:
+    IoU (plain widths, 0 where the union is empty) - (d^2 / (c^2 + 1e-7)) ** exponent. [N, M]."""
+    import torch
+
+    x1 = torch.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = torch.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = torch.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = torch.minimum(a[:, None, 3], b[None, :, 3])
+    inter = (x2 - x1).clamp_min(0) * (y2 - y1).clamp_min(0)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    iou = torch.where(union > 0, inter / torch.where(union > 0, union, torch.ones_like(union)), torch.zeros_like(union))
+    dx = ((b[:, 0] + b[:, 2]) / 2)[None, :] - ((a[:, 0] + a[:, 2]) / 2)[:, None]
+    dy = ((b[:, 1] + b[:, 3]) / 2)[None, :] - ((a[:, 1] + a[:, 3]) / 2)[:, None]
+    ew = torch.maximum(a[:, None, 2], b[None, :, 2]) - torch.minimum(a[:, None, 0], b[None, :, 0])
+    eh = torch.maximum(a[:, None, 3], b[None, :, 3]) - torch.minimum(a[:, None, 1], b[None, :, 1])
+    ratio = (dx * dx + dy * dy) / (ew * ew + eh * eh + DIOU_DIAGONAL_EPS)
+    return iou - ratio**exponent
+
+
+def cluster_diou_nms_torch(
+    boxes: Tensor, scores: Tensor, thresholds: Tensor, *, exponent: float, max_rounds: int, max_keep: int
+) -> Tensor:
+    """Indices of the boxes cluster-DIoU NMS keeps, highest score first (torch, on the boxes' device).
+
+    boxes [N, 4] corners, scores [N], thresholds [N] (a box is suppressed when its DIoU with a kept
+    higher-scoring box is >= its threshold). Iterates "kept = max overlap with kept < threshold"
+    from all kept to a fixed point, at most max_rounds rounds; returns int64 [M <= max_keep].
+    """
+    import torch
+
+    if boxes.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    ranked = boxes[order]
+    overlap = torch.triu(box_diou_torch(ranked, ranked, exponent), diagonal=1)
+    limit = thresholds[order]
+    zero = torch.zeros((), dtype=overlap.dtype, device=overlap.device)
+    keep = updated = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
+    for _ in range(max_rounds):  # each round is one [N, N] operation; few rounds in practice
+        worst = torch.where(keep[:, None], overlap, zero).amax(dim=0)
+        updated = worst < limit
+        if torch.equal(updated, keep):
+            break
+        keep = updated
+    return order[updated][:max_keep]
+
+
+def centre_cells_torch(boxes: Tensor, map_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """(rows, cols) int64 [N] of the boxes' centre cells on the stride-8 map, clipped to it."""
+    import torch
+
+    h, w = map_hw
+    cols = torch.floor((boxes[:, 0] + boxes[:, 2]) / CELL_DIVISOR).clamp(0, w - 1).to(torch.int64)
+    rows = torch.floor((boxes[:, 1] + boxes[:, 3]) / CELL_DIVISOR).clamp(0, h - 1).to(torch.int64)
+    return rows, cols
+
+
+def _numpy(tensor: Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
+
+
+class TorchReferencePath:
+    """The reference's per-frame computation on an `OMCNetwork` (see the module docstring).
+
+    network: float32, eval mode (omc.export load_checkpoint / random_checkpoint give one).
+    config: the tracker's thresholds.  peaks: P, the re-check peaks decoded (the reference's 100).
+    window: shrink-window mode ("reference" or "paper"); radius and Global_Point come from the
+    network's architecture (its checkpoint's stored options).  device: where the network runs.
+    """
+
+    def __init__(
+        self,
+        network: OMCNetwork,
+        config: TrackerConfig = TrackerConfig(),
+        peaks: int = 100,
+        window: str = WINDOW_MODES[0],
+        device: str = "cpu",
+    ) -> None:
+        import torch
+
+        if window not in WINDOW_MODES:
+            raise BadInput(f"shrink window '{window}' is not one of {', '.join(WINDOW_MODES)}")
+        if peaks < 1:
+            raise BadInput(f"peaks must be at least 1, got {peaks}")
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+        self.config = config
+        self.peaks = peaks
+        self.window = window
+        arch = network.architecture
+        self.radius = arch.shrink_radius
+        self.global_point = arch.global_point
+        self.has_recheck = arch.has_recheck
+        self.input_hw = network.input_hw
+        self.map_hw = network.map_hw
+
+    def meta(self, max_tracklets: int = EngineMeta.max_tracklets) -> EngineMeta:
+        """An EngineMeta describing this network as an export would (for a tracker around it)."""
+        arch = self.network.architecture
+        return EngineMeta(
+            input_hw=self.input_hw,
+            peaks=self.peaks,
+            embedding_dim=arch.embedding_dim,
+            recheck_channels=arch.recheck_channels,
+            has_recheck=arch.has_recheck,
+            shrink_radius=self.radius,
+            shrink_window=self.window,
+            global_point=bool(self.global_point),
+            max_tracklets=max_tracklets,
+            variant=arch.variant,
+        )
+
+    # --- 1. host pre-processing ---------------------------------------------------------------
+
+    def preprocess(self, frame_bgr: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.float32], LetterboxTransform]:
+        """uint8 [h, w, 3] BGR frame -> (float32 [1, 3, H, W] RGB in [0, 1], letterbox transform)."""
+        images, transform = letterbox(frame_bgr, self.input_hw)
+        return self.normalise(images), transform
+
+    @staticmethod
+    def normalise(images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """uint8 [B, H, W, 3] BGR -> new float32 [B, 3, H, W] RGB / 255 (the reference's host step)."""
+        rgb = images[..., ::-1].transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(rgb, dtype=np.float32) / np.float32(PIXEL_SCALE)
+
+    def to_device(self, images: npt.NDArray[np.float32]) -> Tensor:
+        """Host float32 [B, 3, H, W] -> tensor on the network's device."""
+        import torch
+
+        return torch.from_numpy(images).to(self.device)
+
+    # --- 2. network ---------------------------------------------------------------------------
+
+    def detect(self, images: Tensor) -> DetectorOutputs:
+        """Full network forward on float32 [B, 3, H, W] (every candidate decoded)."""
+        import torch
+
+        with torch.inference_mode():
+            return self.network.forward_detector(images)
+
+    # --- 3. re-check ----------------------------------------------------------------------------
+
+    def recheck(self, outputs: DetectorOutputs, tracklets: Tensor) -> RecheckPeaks:
+        """Re-check of batch item 0 against tracklets [n, E] (n >= 1): the top-P heat-map peaks."""
+        import torch
+
+        if not self.has_recheck or outputs.recheck_features is None or outputs.siambox_raw is None:
+            raise BadInput("this network has no re-check network (a stage-1 / CSTrack checkpoint)")
+        network = self.network
+        with torch.inference_mode():
+            id_unit = network.normalize_id_map(outputs.id_map[0:1])
+            aggregated = network.aggregate_similarity(
+                id_unit, tracklets.to(self.device, id_unit.dtype), self.radius, self.window, bool(self.global_point)
+            )
+            heatmap = network.recheck_heatmap(aggregated, outputs.recheck_features[0:1])
+        return self.decode_peaks(heatmap, outputs.siambox_raw[0:1])
+
+    def decode_peaks(self, heatmap: Tensor, siambox_raw: Tensor) -> RecheckPeaks:
+        """The reference's re-check decode: boxes over the whole map, 3 x 3 peak suppression, top P.
+
+        heatmap: M_p [1, 1, h, w]; siambox_raw: raw re-check boxes [1, h, w, 4].
+        """
+        import torch
+
+        with torch.inference_mode():
+            box_map = self.network.decode_recheck_boxes(siambox_raw)[0]  # [h, w, 4], every cell
+            pooled = torch.nn.functional.max_pool2d(heatmap, PEAK_WINDOW, stride=1, padding=PEAK_WINDOW // 2)
+            peaks_only = torch.where(pooled == heatmap, heatmap, torch.zeros_like(heatmap))[0, 0]
+            width = peaks_only.shape[1]
+            scores, index = torch.topk(peaks_only.flatten(), min(self.peaks, peaks_only.numel()))
+            rows = torch.div(index, width, rounding_mode="floor")
+            cols = index % width
+            return RecheckPeaks(box_map[rows, cols], scores, rows, cols)
+
+    # --- 4. host post-processing ----------------------------------------------------------------
+
+    def detections(
+        self, outputs: DetectorOutputs, peaks: RecheckPeaks | None, transform: LetterboxTransform
+    ) -> FrameDetections:
+        """The frame's detections (batch item 0): basic ones by score, then fused re-check boxes.
+
+        Basic: candidates with obj > conf_thres, score = obj * cls > conf_thres, cluster-DIoU NMS
+        with thresholds max(density at the centre cell, nms_thres), at most max_detections.
+        Re-check: peaks with heat > recheck_score_thres, by heat, kept when their "+1" IoU with
+        every basic box is <= fusion_iou_thres. Embeddings: the ID map at the centre / peak cell.
+        """
+        import torch
+
+        config = self.config
+        with torch.inference_mode():
+            candidates = outputs.candidates[0]
+            confident = candidates[candidates[:, _OBJ] > config.conf_thres]
+            scores = confident[:, _OBJ] * confident[:, _CLS]
+            confident, scores = confident[scores > config.conf_thres], scores[scores > config.conf_thres]
+            centre, half = confident[:, _CX:_CY + 1], confident[:, _W:_H + 1] / 2
+            boxes = torch.cat((centre - half, centre + half), dim=1)
+            rows, cols = centre_cells_torch(boxes, self.map_hw)
+            density = outputs.dense[0, 0][rows, cols]
+            thresholds = density.clamp_min(config.nms_thres)
+            kept = cluster_diou_nms_torch(
+                boxes, scores, thresholds, exponent=config.nms_diou_exponent,
+                max_rounds=config.nms_max_rounds, max_keep=config.max_detections,
+            )  # fmt: skip
+            id_map = outputs.id_map[0]
+            basic_boxes = _numpy(boxes[kept])
+            basic_scores = _numpy(scores[kept])
+            basic_embeddings = _numpy(id_map[rows[kept], cols[kept]])
+            basic_rows = _numpy(kept)
+            parts_boxes, parts_scores, parts_emb = [basic_boxes], [basic_scores], [basic_embeddings]
+            parts_rows, parts_restored = [basic_rows], [np.zeros(len(basic_rows), bool)]
+            if peaks is not None:
+                confident_peaks = torch.nonzero(peaks.scores > config.recheck_score_thres).flatten()
+                peak_boxes = _numpy(peaks.boxes[confident_peaks])
+                fused = confident_peaks[torch.from_numpy(fuse_transductive(basic_boxes, peak_boxes, config.fusion_iou_thres))]
+                parts_boxes.append(_numpy(peaks.boxes[fused]))
+                parts_scores.append(_numpy(peaks.scores[fused]))
+                parts_emb.append(_numpy(id_map[peaks.rows[fused], peaks.cols[fused]]))
+                parts_rows.append(_numpy(fused))
+                parts_restored.append(np.ones(len(fused), bool))
+        boxes_input = np.concatenate(parts_boxes).astype(np.float32, copy=False).reshape(-1, 4)
+        dim = outputs.id_map.shape[-1]
+        return FrameDetections(
+            boxes_input=boxes_input,
+            boxes=transform.to_frame(boxes_input),
+            scores=np.concatenate(parts_scores).astype(np.float32, copy=False),
+            embeddings=unit_rows(np.concatenate(parts_emb).reshape(-1, dim)),
+            restored=np.concatenate(parts_restored),
+            rows=np.concatenate(parts_rows).astype(np.int64),
+        )
+
+
+class TorchReferenceTracker(DetectionsTracker):
+    """The whole tracker on the PyTorch eager path: `update(frame)` like the runtime's `Tracker`.
+
+    The tracklet pool (tracked, confirmed tracks with a stored feature) goes to the re-check as in
+    the runtime; per-stage times of the last frame are in `last_timings_ms` (the runtime
+    tracker's stage names).
+    """
+
+    def __init__(self, path: TorchReferencePath, config: TrackerConfig = TrackerConfig(), frame_rate: float = 30.0) -> None:
+        meta = path.meta()
+        super().__init__(_TorchOnly(), None, meta, config, frame_rate)
+        self.path = path
+
+    def update(self, frame_bgr: npt.NDArray[np.uint8]) -> list[Track]:
+        """Track one uint8 [H, W, 3] BGR frame; returns its confirmed tracks."""
+        start = time.perf_counter()
+        images, transform = self.path.preprocess(frame_bgr)
+        tensor = self.path.to_device(images)
+        letterbox_ms = _since(start)
+        start = time.perf_counter()
+        outputs = self.path.detect(tensor)
+        detector_ms = _since(start)
+        tracks = self.update_from_network(outputs, transform)
+        self._add_timing("letterbox", letterbox_ms)
+        self._add_timing("detector", detector_ms)
+        return tracks
+
+    def update_from_network(
+        self, outputs: DetectorOutputs, transform: LetterboxTransform, heatmap: Tensor | None = None
+    ) -> list[Track]:
+        """The post-network half of a frame: re-check (with tracklets), detections, association.
+
+        outputs: the network's outputs for this frame. heatmap: M_p [1, 1, h, w] to use instead
+        of running the re-check network (a stand-in's); its decode (peaks, boxes) still runs here.
+        """
+        import torch
+
+        self.last_timings_ms = dict.fromkeys(TRACKER_STAGES, 0.0)
+        start = time.perf_counter()
+        pool = self._tracklet_pool() if self.config.recheck and self.path.has_recheck else []
+        self.last_tracklet_count = len(pool)
+        peaks = None
+        if pool and heatmap is not None and outputs.siambox_raw is not None:
+            peaks = self.path.decode_peaks(heatmap, outputs.siambox_raw[0:1])
+        elif pool:
+            tracklets = torch.from_numpy(np.array([t.smooth_feature for t in pool], np.float32))
+            peaks = self.path.recheck(outputs, tracklets)
+        self._add_timing("recheck", _since(start))
+        start = time.perf_counter()
+        detections = self.path.detections(outputs, peaks, transform)
+        self._add_timing("nms_fusion", _since(start))
+        start = time.perf_counter()
+        tracks = self.track_detections(detections)
+        self._add_timing("association", _since(start))
+        return tracks
+
+    def _add_timing(self, stage: str, ms: float) -> None:
+        self.last_timings_ms[stage] = ms
+        self.total_timings_ms[stage] += ms
+
+
+class _TorchOnly:
+    """The detector slot of a TorchReferenceTracker: the network runs through its path instead."""
+
+    def infer(self, feeds: object) -> dict[str, np.ndarray]:
+        raise BadInput("TorchReferenceTracker runs its network itself; call update(frame)")
+
+
+def _since(start: float) -> float:
+    return (time.perf_counter() - start) * 1e3
