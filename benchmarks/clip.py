@@ -49,7 +49,7 @@ def generated_clip(size: tuple[int, int], count: int = CLIP_DISTINCT_FRAMES, see
         positions = (start + velocity * index) % np.array([width, height])
         for (x, y), w, h, colour in zip(positions, widths, heights, colours):  # a dozen drawing calls
             cv2.rectangle(frame, (int(x), int(y)), (int(x + w), int(y + h)), tuple(int(c) for c in colour), -1)
-        frames.append(cv2.add(frame, np.repeat(texture, 3, axis=2)))
+        frames.append(np.asarray(cv2.add(frame, np.repeat(texture, 3, axis=2)), dtype=np.uint8))
     return frames
 
 

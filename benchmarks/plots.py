@@ -21,7 +21,8 @@ FIGURE_SIZE = (8.0, 4.5)
 DPI = 120
 
 
-def _pyplot() -> Any:
+def require_matplotlib() -> Any:
+    """matplotlib.pyplot on the Agg backend; MissingDependency naming the bench extra when absent."""
     try:
         import matplotlib
     except ImportError:
@@ -40,7 +41,7 @@ def _save(figure: Any, path: Path) -> Path:
 
 def write_plots(result: Mapping[str, Any], out_dir: Path, name: str) -> list[Path]:
     """Draw the four charts into `out_dir`; returns their paths (none when no backend ran)."""
-    plt = _pyplot()
+    plt = require_matplotlib()
     backends = {n: b for n, b in result["backends"].items() if b.get("status") == "ok"}
     if not backends:
         return []

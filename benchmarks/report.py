@@ -22,6 +22,7 @@ from typing import Any
 
 from omc.errors import BadInput
 
+from omc.benchmarks.environment import CPU_FLAGS
 from omc.benchmarks.stages import STAGES_AND_TOTAL
 
 RESULT_SCHEMA = "omc-bench/1"
@@ -91,8 +92,15 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
-def _ok(backends: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: b for name, b in backends.items() if b.get("status") == "ok"}
+def _ordered(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The result's backends in the run's order (config.backends), whatever order the JSON keeps."""
+    backends = result["backends"]
+    order = [name for name in result["config"]["backends"] if name in backends]
+    return {name: backends[name] for name in order + sorted(set(backends) - set(order))}
+
+
+def _ok(result: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: b for name, b in _ordered(result).items() if b.get("status") == "ok"}
 
 
 def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
@@ -104,7 +112,7 @@ def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
 def _describe_run(result: Mapping[str, Any]) -> str:
     env = result["environment"]
     cpu = env["cpu"]
-    flags = ", ".join(name for name, present in cpu["flags"].items() if present) or "none"
+    flags = ", ".join(name for name in CPU_FLAGS if cpu["flags"].get(name)) or "none"
     model = result["model"]
     height, width = model["input_hw"]
     gpus = ", ".join(g["name"] for g in env.get("gpus", [])) or "none"
@@ -115,9 +123,9 @@ def _describe_run(result: Mapping[str, Any]) -> str:
     )
 
 
-def stage_table(backends: Mapping[str, Any]) -> list[str]:
+def stage_table(result: Mapping[str, Any]) -> list[str]:
     """Stages (rows) by backend (columns): median / p90 ms, then FPS and speed-up vs torch."""
-    ok = _ok(backends)
+    ok = _ok(result)
     names = list(ok)
     rows = [[stage] + [f"{_ms(ok[n]['stages'][stage]['median_ms'])} / {_ms(ok[n]['stages'][stage]['p90_ms'])}" for n in names]
             for stage in STAGES_AND_TOTAL]  # fmt: skip
@@ -129,15 +137,14 @@ def stage_table(backends: Mapping[str, Any]) -> list[str]:
 
 def markdown_report(result: Mapping[str, Any]) -> str:
     """The full Markdown report of one result."""
-    backends = result["backends"]
-    ok = _ok(backends)
+    ok = _ok(result)
     headline = result["config"]["headline_tracklets"]
     lines = [f"# omc bench: {result['name']}", "", f"Command: `{result['environment']['command']}`", "",
              _describe_run(result) + ".", ""]  # fmt: skip
-    for name, backend in backends.items():
+    for name, backend in _ordered(result).items():
         if backend.get("status") != "ok":
             lines.append(f"- {name}: skipped ({backend.get('reason', 'no reason recorded')})")
-    lines += ["", f"## Per-stage latency (n = {headline} synthetic tracklets)", ""] + stage_table(backends)
+    lines += ["", f"## Per-stage latency (n = {headline} synthetic tracklets)", ""] + stage_table(result)
     ceiling = result["ceiling"]
     flops = result["model"]["flops"]
     lines += ["", "## Achieved rate against the machine's ceiling", "",
@@ -153,8 +160,8 @@ def markdown_report(result: Mapping[str, Any]) -> str:
     )  # fmt: skip
     lines += ["", "## Re-check cost", "",
               f"FLOPs: the re-check engine at n = {headline} is {_pct(flops['recheck_vs_detector'])} of the detector; "
-              f"OMC (detector + re-check) is {_pct(flops['omc_vs_cstrack'] - 1)} more than CSTrack (the detector without "
-              f"the re-check's frame-only heads, {flops['recheck_heads_gflop']:.1f} GFLOP).", ""]  # fmt: skip
+              f"OMC (detector + re-check) is {_pct(flops['omc_vs_cstrack'] - 1)} more than CSTrack (the detector minus "
+              f"the re-check's frame-only heads, which take {flops['recheck_heads_gflop']:.1f} GFLOP of it).", ""]  # fmt: skip
     lines += _table(
         ["backend", f"re-check / detector (n = {headline})", "OMC fps", "CSTrack fps", "OMC frame time vs CSTrack"],
         [[n, _pct(b["recheck_vs_detector"]["share"]), f"{b['omc_vs_cstrack']['fps_omc']:.2f}",
@@ -205,7 +212,7 @@ def readme_section(results: list[dict[str, Any]]) -> str:
     if not results:
         lines += ["", "No results recorded yet: run `make benchmark`."]
     for result in results:
-        backends = _ok(result["backends"])
+        backends = _ok(result)
         headline = result["config"]["headline_tracklets"]
         lines += ["", f"### {result['name']}", "", _describe_run(result) + ".", "",
                   f"Command: `{result['environment']['command']}`", ""]  # fmt: skip
@@ -226,7 +233,7 @@ def readme_section(results: list[dict[str, Any]]) -> str:
              f"re-check ms at n = {headline} (of detector)", "detector GFLOP/s (of ceiling)", "OMC vs CSTrack time"],
             rows,
         )  # fmt: skip
-        skipped = [f"{n}: {b.get('reason', '')}" for n, b in result["backends"].items() if b.get("status") != "ok"]
+        skipped = [f"{n}: {b.get('reason', '')}" for n, b in _ordered(result).items() if b.get("status") != "ok"]
         if skipped:
             lines += ["", "Skipped: " + "; ".join(skipped)]
         ceiling, flops = result["ceiling"], result["model"]["flops"]

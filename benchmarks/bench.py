@@ -1,0 +1,428 @@
+"""`omc bench` end to end: export if needed, time every backend, measure the ceiling and the host.
+
+`run_benchmark(config, setup, command)` returns one result dict (omc.benchmarks.report's
+schema). Order of work: the export (made when absent), FLOPs of its graphs, each backend over
+the same frames (torch, ort, ort-int8, trt as asked; one that cannot run here is skipped with
+one line and a recorded reason), the sgemm ceiling, then the host post-processing workload.
+
+Threads: ONNX Runtime's intra-op pool and torch.set_num_threads get the same count. NumPy's BLAS
+is limited to one thread for the whole run (threadpoolctl, when installed): the host code's
+small matrix products gain nothing from more, and BLAS threads spinning next to an engine's
+thread pool slowed them tenfold in a measurement here. The ceiling's sgemm alone gets all the
+run's threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from omc import contract
+from omc.config import BenchConfig, ExportConfig, TrackerConfig
+from omc.contract import EngineMeta
+from omc.errors import BadInput, MissingDependency, OmcError
+
+from omc.benchmarks import flops as flop_count
+from omc.benchmarks.ceiling import blas_threads, measure_ceiling
+from omc.benchmarks.clip import cycle_frames, generated_clip, source_frames
+from omc.benchmarks.environment import collect_environment
+from omc.benchmarks.hostpost import measure_host
+from omc.benchmarks.pipelines import EnginePipeline, FramePipeline, TorchPipeline
+from omc.benchmarks.report import RESULT_SCHEMA, REFERENCE_BACKEND
+from omc.benchmarks.runner import run_backend
+
+if TYPE_CHECKING:
+    from omc.export.checkpoint import LoadedCheckpoint
+
+log = logging.getLogger(__name__)
+
+# Random weights made when no checkpoint is given (omc export --random-weights' defaults).
+DEFAULT_VARIANT = "l"
+DEFAULT_SEED = 0
+# Sub-folders of an export: the fp16 graphs (the Makefile's `engines` target writes them there)
+# and calib's INT8 graphs for ONNX Runtime on x86.
+FP16_DIR = "fp16"
+INT8_CPU_TARGET = "cpu"
+INT8_CPU_DIR = "int8-cpu"
+# Calibration frames used when ort-int8 has to make its INT8 graphs from the benchmark's clip.
+CALIBRATION_FRAMES = 16
+# Where the generated clip's frames are written for calibration (calib reads files).
+CALIBRATION_IMAGE = "{index:06d}.png"
+
+
+@dataclass(frozen=True)
+class BenchSetup:
+    """Files and choices of a run that are not BenchConfig's measurement knobs.
+
+    onnx_dir: the fp32 export (made there when absent). weights: checkpoint for the export and
+    the torch backend (None: random weights, or what export.json records). img_size: (W, H) of
+    an export made here. precision: "fp32" or "fp16" engines for ort / trt. source: frames file
+    or folder (None: the generated clip). reference_repo: a SOTS checkout for the reference
+    tracker's host timing.
+    """
+
+    onnx_dir: Path
+    weights: Path | None = None
+    img_size: tuple[int, int] = ExportConfig.img_size
+    precision: str = "fp32"
+    source: Path | None = None
+    reference_repo: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "fp16"):
+            raise BadInput(f"--precision must be fp32 or fp16 (INT8 is the ort-int8 backend), got '{self.precision}'")
+        if self.source is not None and not self.source.exists():
+            raise BadInput(f"source {self.source} does not exist")
+        if self.weights is not None and not self.weights.is_file():
+            raise BadInput(f"checkpoint {self.weights} not found")
+
+
+def resolve_threads(threads: int) -> int:
+    """The run's thread count: `threads`, or every core this process may use when 0."""
+    if threads > 0:
+        return threads
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class BackendUnavailable(OmcError):
+    """A backend cannot run here (no GPU, a missing optional library, no model to rebuild): it is
+    skipped with one line and its reason recorded, and the other backends still run."""
+
+
+# --- the export ----------------------------------------------------------------------------------
+
+
+def _checkpoint(weights: Path | None, input_hw: tuple[int, int]) -> LoadedCheckpoint:
+    try:
+        from omc.export.checkpoint import load_checkpoint, random_checkpoint
+    except ImportError:
+        raise MissingDependency("torch", "export", "needed to export the model or run the torch backend") from None
+    if weights is not None:
+        return load_checkpoint(weights, input_hw)
+    return random_checkpoint(DEFAULT_VARIANT, seed=DEFAULT_SEED, input_hw=input_hw)
+
+
+def ensure_export(onnx_dir: Path, weights: Path | None, img_size: tuple[int, int], precision: str = "fp32") -> tuple[EngineMeta, Any]:
+    """export.json of `onnx_dir`, exporting (weights or seeded random L) first when it is absent.
+
+    Returns (meta, the LoadedCheckpoint when one was loaded here, else None).
+    """
+    if (onnx_dir / contract.EXPORT_JSON).is_file():
+        meta = EngineMeta.load(onnx_dir)
+        width, height = img_size
+        if meta.input_hw != (height, width) and img_size != ExportConfig.img_size:
+            raise BadInput(
+                f"{onnx_dir} holds a {meta.input_hw[1]}x{meta.input_hw[0]} export but --img-size is {width}x{height}; "
+                "pass another --onnx folder or drop --img-size"
+            )
+        return meta, None
+    try:
+        from omc.export.onnx_export import export_engines
+    except ImportError:
+        raise MissingDependency("torch", "export", f"{onnx_dir} has no export and making one needs the exporter") from None
+    width, height = img_size
+    loaded = _checkpoint(weights, (height, width))
+    log.info("no export in %s: exporting %s at %dx%d (%s) first", onnx_dir,
+             weights or f"random weights (variant {DEFAULT_VARIANT}, seed {DEFAULT_SEED})", width, height, precision)
+    seed = DEFAULT_SEED if weights is None else None
+    result = export_engines(loaded, ExportConfig(img_size=img_size, precision=precision), onnx_dir, seed=seed)
+    return result.meta, loaded
+
+
+def torch_network(meta: EngineMeta, weights: Path | None, loaded: Any) -> tuple[Any, str]:
+    """The PyTorch network of the export (for the torch backend) and a description of its weights.
+
+    From `weights` when given, else from what export.json records (a checkpoint path, or random
+    weights' variant and seed).
+    """
+    if loaded is not None:
+        return loaded.network, _weights_text(loaded)
+    if weights is not None:
+        loaded = _checkpoint(weights, meta.input_hw)
+        if meta.checkpoint_sha256 and loaded.source_sha256 != meta.checkpoint_sha256:
+            log.warning("--weights %s is not the checkpoint the export was made from; torch and the engines "
+                        "run different weights (timings still compare, decisions do not)", weights)
+        return loaded.network, _weights_text(loaded)
+    source = meta.extra.get("source", {})
+    try:
+        from omc.export.checkpoint import load_checkpoint, random_checkpoint
+        from omc.export.model import Architecture
+    except ImportError:
+        raise MissingDependency("torch", "export", "needed for the torch backend") from None
+    if source.get("kind") == "random":
+        arch = Architecture.from_dict(source["architecture"]) if "architecture" in source else source.get("variant", DEFAULT_VARIANT)
+        loaded = random_checkpoint(arch, seed=int(source.get("seed") or 0), input_hw=meta.input_hw)
+    elif source.get("kind") == "checkpoint" and source.get("path"):
+        path = Path(source["path"])
+        if not path.is_file():
+            raise BackendUnavailable(f"export.json names checkpoint {path}, which is missing; pass it with --weights")
+        loaded = load_checkpoint(path, meta.input_hw)
+    else:
+        raise BackendUnavailable("export.json does not record how to rebuild the PyTorch model; pass the checkpoint with --weights")
+    return loaded.network, _weights_text(loaded)
+
+
+def _weights_text(loaded: Any) -> str:
+    if loaded.random_weights:
+        return f"random weights, variant {loaded.architecture.variant}"
+    return f"checkpoint {Path(loaded.source_path).name} (sha256 {loaded.source_sha256[:12]})"
+
+
+# --- backends ------------------------------------------------------------------------------------
+
+
+def _engine_pipeline(name: str, engine_dir: Path, backend: str, device: str, threads: int, config: TrackerConfig) -> EnginePipeline:
+    from omc.runtime.backends import open_engines
+
+    options: dict[str, Any] = {"intra_op_threads": threads} if backend == "ort" else {}
+    detector, recheck, meta = open_engines(engine_dir, backend=backend, device=device, **options)
+    description = {"engine_dir": str(engine_dir), "precision": meta.precision, "device": device,
+                   "threads": threads if backend == "ort" else None}  # fmt: skip
+    providers = getattr(detector, "providers", None)
+    if providers:
+        description["providers"] = providers
+        description["graph_optimization"] = "ORT_ENABLE_ALL"
+    return EnginePipeline(name, detector, recheck, meta, config, description)
+
+
+def ensure_int8(onnx_dir: Path, clip: list[np.ndarray] | None, source: Path | None) -> Path:
+    """`<onnx dir>/int8-cpu`, made with calib's API (calibrated on the benchmark's frames) when absent."""
+    out = onnx_dir / INT8_CPU_DIR
+    if (out / contract.EXPORT_JSON).is_file():
+        return out
+    try:
+        from omc.calib.dataset import build_calibration_set
+        from omc.calib.quantize import quantize_engines
+    except ImportError as exc:
+        raise BackendUnavailable(f"no {out} and omc.calib cannot make it here ({exc})") from None
+    log.info("ort-int8: no %s; calibrating on the benchmark's frames (%d) and quantizing for the CPU", out, CALIBRATION_FRAMES)
+    with tempfile.TemporaryDirectory(prefix="omc-bench-calib-") as folder:
+        frames_source = source
+        if frames_source is None:
+            if clip is None:
+                raise ValueError("a run without --source needs its generated clip")
+            frames_source = Path(folder) / "frames"
+            frames_source.mkdir()
+            for index, frame in enumerate(clip):
+                cv2.imwrite(str(frames_source / CALIBRATION_IMAGE.format(index=index + 1)), frame)
+        calib_file = build_calibration_set([frames_source], CALIBRATION_FRAMES, onnx_dir, Path(folder) / "calib.npz")
+        return Path(quantize_engines(onnx_dir, calib_file, INT8_CPU_TARGET, out))
+
+
+def open_pipeline(
+    name: str, setup: BenchSetup, meta: EngineMeta, threads: int, tracker_config: TrackerConfig,
+    loaded: Any, clip: list[np.ndarray] | None,
+) -> FramePipeline:
+    """The pipeline of one backend; BackendUnavailable when it cannot run on this machine."""
+    engine_dir = setup.onnx_dir if setup.precision == "fp32" else setup.onnx_dir / FP16_DIR
+    if name == "torch":
+        try:
+            from omc.benchmarks.reference_path import TorchReferencePath
+        except ImportError:
+            raise BackendUnavailable("torch is not installed (pip install '.[export]')") from None
+        network, weights = torch_network(meta, setup.weights, loaded)
+        path = TorchReferencePath(network, tracker_config, peaks=meta.peaks, window=meta.shrink_window)
+        description = {"precision": "fp32", "layout": "NCHW", "device": "cpu", "threads": threads, "weights": weights}
+        return TorchPipeline(path, meta, tracker_config, description)
+    if name == "ort":
+        if not (engine_dir / contract.EXPORT_JSON).is_file():
+            ensure_export(engine_dir, setup.weights, setup.img_size, setup.precision)
+        return _engine_pipeline(name, engine_dir, "ort", "cpu", threads, tracker_config)
+    if name == "ort-int8":
+        return _engine_pipeline(name, ensure_int8(setup.onnx_dir, clip, setup.source), "ort", "cpu", threads, tracker_config)
+    if name == "trt":
+        from omc.runtime.backends.cuda_memory import cuda_unavailable_reason
+
+        reason = cuda_unavailable_reason(0)
+        if reason is not None:
+            raise BackendUnavailable(f"TensorRT needs an NVIDIA GPU: {reason}")
+        if not (engine_dir / contract.DETECTOR_PLAN).is_file():
+            raise BackendUnavailable(f"no TensorRT plans in {engine_dir}; build them with: omc build --onnx {engine_dir}")
+        return _engine_pipeline(name, engine_dir, "trt", "cuda", threads, tracker_config)
+    raise BadInput(f"unknown backend '{name}'")
+
+
+# --- FLOPs ---------------------------------------------------------------------------------------
+
+
+def model_flops(onnx_dir: Path, meta: EngineMeta, counts: tuple[int, ...], headline: int) -> dict[str, Any]:
+    """Operations of the fp32 graphs: detector at B = 1, re-check at each n, the re-check's heads."""
+    height, width = meta.input_hw
+    detector_path = onnx_dir / contract.DETECTOR_ONNX
+    shape = {contract.IMAGES: [1, height, width, 3]}
+    detector = flop_count.count_flops(detector_path, shape)
+    result: dict[str, Any] = {"detector_gflop": detector.gflop, "detector": detector.to_dict(), "recheck_gflop": {},
+                              "recheck_heads_gflop": 0.0, "recheck_vs_detector": 0.0, "omc_vs_cstrack": 1.0}  # fmt: skip
+    if not meta.has_recheck:
+        return result
+    heads = flop_count.exclusive_flops(detector_path, shape, [contract.RECHECK_FEATURES, contract.RECHECK_BOXES])
+    for n in counts:
+        gflop = flop_count.count_flops(onnx_dir / contract.RECHECK_ONNX, {contract.TRACKLETS: [n, meta.embedding_dim]}).gflop if n > 0 else 0.0
+        result["recheck_gflop"][str(n)] = gflop
+    recheck = result["recheck_gflop"].get(str(headline), 0.0)
+    cstrack = detector.gflop - heads / 1e9
+    result["recheck_heads_gflop"] = heads / 1e9
+    result["recheck_vs_detector"] = recheck / detector.gflop if detector.gflop else 0.0
+    result["omc_vs_cstrack"] = (detector.gflop + recheck) / cstrack if cstrack > 0 else 1.0
+    result["method"] = "Conv/ConvTranspose/MatMul/Gemm multiply-adds x 2 from ONNX shape inference"
+    return result
+
+
+def _rates(backend: dict[str, Any], flops: dict[str, Any], ceiling: float, headline: int) -> dict[str, float]:
+    detector_s = backend["stages"]["detector"]["median_ms"] / 1e3
+    recheck_s = backend["stages"]["recheck"]["median_ms"] / 1e3
+    detector = flops["detector_gflop"] / detector_s if detector_s > 0 else 0.0
+    recheck_gflop = flops["recheck_gflop"].get(str(headline), 0.0)
+    recheck = recheck_gflop / recheck_s if recheck_s > 0 else 0.0
+    return {
+        "detector": detector,
+        "detector_of_ceiling": detector / ceiling if ceiling else 0.0,
+        "recheck": recheck,
+        "recheck_of_ceiling": recheck / ceiling if ceiling else 0.0,
+    }
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar on stderr (only on a terminal); yields a callback taking the frames done."""
+    if not sys.stderr.isatty():
+        yield lambda done: None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=label, unit="frame", file=sys.stderr, leave=False)
+    state = {"done": 0}
+
+    def update(done: int) -> None:
+        bar.update(done - state["done"])
+        state["done"] = done
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def run_benchmark(
+    config: BenchConfig,
+    setup: BenchSetup,
+    command: str,
+    name: str,
+    tracker_config: TrackerConfig = TrackerConfig(),
+) -> dict[str, Any]:
+    """Run the whole benchmark and return its result (see omc.benchmarks.report)."""
+    threads = resolve_threads(config.threads)
+    meta, loaded = ensure_export(setup.onnx_dir, setup.weights, setup.img_size)
+    counts = config.tracklet_counts
+    with blas_threads(1) as blas_limited:
+        torch_threads = _set_torch_threads(threads)
+        flops = model_flops(setup.onnx_dir, meta, counts, config.headline_tracklets)
+        clip = None if setup.source is not None else generated_clip(config.clip_size, seed=config.seed)
+        backends: dict[str, Any] = {}
+        for backend in config.backends:
+            backends[backend] = _run_one(backend, setup, meta, threads, tracker_config, loaded, clip, config)
+        log.info("ceiling: float32 %d^3 matrix product, %d threads", config.ceiling_size, threads)
+        ceiling = measure_ceiling(config.ceiling_size, threads, config.ceiling_repeats, config.seed)
+        log.info("host post-processing: %d tracks, %d detections, %d frames", config.host_tracks, config.host_detections, config.host_frames)
+        host = measure_host(
+            config.host_tracks, config.host_detections, config.host_frames, config.host_warmup, config.seed,
+            threads, setup.reference_repo, with_torch=torch_threads is not None,
+        )  # fmt: skip
+    host["target_ms"] = config.host_target_ms
+    environment = collect_environment(command, {
+        "threads": threads,
+        "torch_threads": torch_threads,
+        "blas_threads": 1 if blas_limited else "library default (threadpoolctl not installed)",
+        "opencv_threads": cv2.getNumThreads(),
+        "onnx_dir": str(setup.onnx_dir),
+        "engine_precision": setup.precision,
+        "input_size": f"{meta.input_hw[1]}x{meta.input_hw[0]}",
+    })  # fmt: skip
+    reference = backends.get(REFERENCE_BACKEND, {})
+    for backend_name, backend in backends.items():
+        if backend.get("status") != "ok":
+            continue
+        backend["environment"] = {**environment, "backend": backend.pop("description")}
+        backend["gflops"] = _rates(backend, flops, ceiling.gflops, config.headline_tracklets)
+        if reference.get("status") == "ok":
+            backend["speedup_vs_torch"] = reference["stages"]["total"]["median_ms"] / backend["stages"]["total"]["median_ms"]
+    frames_text = f"source {setup.source}" if setup.source is not None else (
+        f"generated clip {config.clip_size[0]}x{config.clip_size[1]}")
+    weights_text = next((b["environment"]["backend"]["weights"] for b in backends.values() if b.get("status") == "ok"
+                         and "weights" in b["environment"]["backend"]), _export_weights_text(meta))  # fmt: skip
+    return {
+        "schema": RESULT_SCHEMA,
+        "name": name,
+        "environment": environment,
+        "config": config.to_dict(),
+        "model": {
+            "variant": meta.variant,
+            "input_hw": list(meta.input_hw),
+            "weights": weights_text,
+            "precision": setup.precision,
+            "frames": frames_text,
+            "flops": flops,
+        },
+        "ceiling": ceiling.to_dict(),
+        "backends": backends,
+        "host_postprocess": host,
+    }
+
+
+def _export_weights_text(meta: EngineMeta) -> str:
+    source = meta.extra.get("source", {})
+    if source.get("kind") == "random":
+        return f"random weights, variant {meta.variant}"
+    if source.get("path"):
+        return f"checkpoint {Path(source['path']).name}"
+    return "weights not recorded"
+
+
+def _set_torch_threads(threads: int) -> int | None:
+    """torch.set_num_threads(threads) when torch is installed; returns the count (None without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return int(torch.get_num_threads())
+
+
+def _run_one(
+    backend: str, setup: BenchSetup, meta: EngineMeta, threads: int, tracker_config: TrackerConfig,
+    loaded: Any, clip: list[np.ndarray] | None, config: BenchConfig,
+) -> dict[str, Any]:
+    try:
+        pipeline = open_pipeline(backend, setup, meta, threads, tracker_config, loaded, clip)
+    except (BackendUnavailable, MissingDependency) as exc:
+        log.warning("%s: skipped: %s", backend, exc)
+        return {"status": "skipped", "reason": str(exc)}
+    source = setup.source
+    frames: Callable[[], Iterator[np.ndarray]] = (
+        (lambda: cycle_frames(clip)) if clip is not None else (lambda: source_frames(source))  # type: ignore[arg-type]
+    )
+    log.info("%s: %d warm-up + %d timed frames, tracklets %s, batches %s", backend, config.warmup, config.frames,
+             list(config.tracklet_counts), list(config.batch))
+    try:
+        with _progress(2 * (config.warmup + config.frames), backend) as progress:
+            run = run_backend(pipeline, frames, config, progress)
+    finally:
+        pipeline.close()
+    summary = run.summary(config.headline_tracklets if pipeline.has_recheck else 0)
+    summary["description"] = pipeline.description
+    total = summary["stages"]["total"]
+    log.info("%s: %.1f ms per frame (median; p90 %.1f), %.2f FPS", backend, total["median_ms"], total["p90_ms"], summary["fps"])
+    return summary
