@@ -187,6 +187,87 @@ class OverlayConfig:
             raise BadInput(f"OverlayConfig.font_scale must be positive, got {self.font_scale}")
 
 
+# INT8 targets of `omc quantize`: "cpu" (ONNX Runtime on x86: unsigned 8-bit activations, signed
+# per-channel weights, fused into QLinearConv) and "tensorrt" (TensorRT's explicit quantization:
+# symmetric signed 8-bit everywhere, zero points 0). export-and-tensorrt-notes.md, "CPU speed".
+QUANT_TARGETS = ("cpu", "tensorrt")
+# How activation ranges are taken from the calibration data (onnxruntime.quantization's methods).
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# Regions of a graph `omc quantize` can keep in float (omc.calib.regions): the last convolution
+# of every output path ("head"), everything after it ("tail": box decode, top-K, gathers,
+# normalisations, peaks) and the re-check's tracklet similarity and aggregation ("similarity").
+FLOAT_REGIONS = ("head", "tail", "similarity")
+# Operator types `omc quantize` quantizes (outside the float regions): convolutions and the
+# element-wise, pooling and data-movement operators between them, so that consecutive
+# convolutions stay in 8 bits. Not: MatMul (CCN affinities and averaging, SAAN attention),
+# Softmax, normalisations (InstanceNorm, LayerNorm), Gemm; omc.calib.quantize says why.
+QUANT_OP_TYPES = (
+    "Conv", "ConvTranspose", "Add", "Mul", "Sigmoid", "LeakyRelu", "MaxPool", "Concat", "Resize",
+    "Reshape", "Transpose", "Slice", "Split",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CalibConfig:
+    """How `omc calib` builds a calibration set and `omc quantize` writes INT8 graphs (calib/).
+
+    The reference has no INT8 path: these are our choices, each with its reason.
+    """
+
+    # Calibration frames, sampled evenly over all sources (TensorRT's and ONNX Runtime's guides
+    # use a few hundred images of a dataset; consecutive video frames are correlated, so fewer,
+    # evenly spread frames carry the same information).
+    frames: int = 64
+    # Held-out frames (never used for calibration), evenly spread between them: drift figures.
+    holdout_frames: int = 8
+    # Calibration frames that also get a re-check sample (tracklets from the float tracker).
+    # The re-check graph is small; its activation ranges settle with fewer samples.
+    recheck_frames: int = 16
+    # Consecutive frames the float tracker runs before a re-check sample's frame: a track is
+    # confirmed on its second frame and joins the re-check pool on the third.
+    tracker_warmup_frames: int = 4
+    # When the float tracker has no live tracklet at a sample's frame (untrained weights, an
+    # empty scene), the embeddings of this many top detector candidates stand in for them.
+    fallback_tracklets: int = 16
+    # Activation ranges: "minmax", "entropy" or "percentile" (onnxruntime.quantization).
+    method: str = "minmax"
+    # Percentile of |activation| kept by the "percentile" method.
+    percentile: float = 99.999
+    # Per-output-channel weight scales (what QLinearConv and TensorRT both support).
+    per_channel: bool = True
+    # Operator types to quantize (QUANT_OP_TYPES).
+    op_types: tuple[str, ...] = QUANT_OP_TYPES
+    # Regions kept in float (FLOAT_REGIONS); omc.calib.regions defines them.
+    keep_float: tuple[str, ...] = FLOAT_REGIONS
+    # Drift of INT8 vs float on held-out frames (omc.calib.drift): the float graph's top this
+    # many candidates per frame are compared, paired with INT8 boxes of IoU >= drift_match_iou.
+    drift_candidates: int = 100
+    drift_match_iou: float = 0.5
+    # Bounds `omc verify` holds INT8 graphs to (see omc.calib.drift for what each measures).
+    drift_max_unpaired: float = 0.1
+    drift_max_score_error: float = 0.05
+    drift_max_box_error_px: float = 2.0
+    drift_min_embedding_cosine: float = 0.95
+    drift_max_detections_changed: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("frames", "fallback_tracklets"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"CalibConfig.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("holdout_frames", "recheck_frames", "tracker_warmup_frames"):
+            if getattr(self, name) < 0:
+                raise BadInput(f"CalibConfig.{name} must be 0 or more, got {getattr(self, name)}")
+        if self.method not in CALIBRATION_METHODS:
+            raise BadInput(f"--method must be one of {', '.join(CALIBRATION_METHODS)}, got '{self.method}'")
+        if not 50.0 < self.percentile <= 100.0:
+            raise BadInput(f"--percentile must lie in (50, 100], got {self.percentile}")
+        unknown = [region for region in self.keep_float if region not in FLOAT_REGIONS]
+        if unknown:
+            raise BadInput(f"--keep-float {', '.join(unknown)} is not one of {', '.join(FLOAT_REGIONS)}")
+        if not self.op_types:
+            raise BadInput("CalibConfig.op_types must name at least one operator type")
+
+
 # TensorRT editions `omc build` can use: NVIDIA TensorRT (data-centre GPUs, Jetson) and TensorRT
 # for RTX (RTX-class GPUs; builds without a GPU). "auto" prefers full TensorRT when importable.
 TRT_EDITIONS = ("auto", "tensorrt", "rtx")
