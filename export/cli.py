@@ -1,4 +1,5 @@
-"""`omc` subcommands of the export package: `inspect` (what a checkpoint holds).
+"""`omc` subcommands of the export package: `inspect` (what a checkpoint holds), `export` (the
+ONNX engines and export.json) and `verify` (an export against the PyTorch reference).
 
 Registered through omc.cli's COMMAND_MODULES. Nothing heavy is imported at module level (torch
 loads only when a subcommand of this module runs), so other subcommands stay torch-free.
@@ -8,14 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import shutil
 import sys
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, TextIO
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
 
+from omc.config import ExportConfig, parse_size
 from omc.errors import BadInput
 
 if TYPE_CHECKING:
     from omc.export.checkpoint import LoadedCheckpoint
+
+log = logging.getLogger(__name__)
 
 # Variants `--random-weights` can build (omc.export.model.VARIANT_MULTIPLES; kept literal here
 # so that building the parser does not import torch).
@@ -24,6 +31,8 @@ DEFAULT_RANDOM_VARIANT = "l"
 DEFAULT_RANDOM_SEED = 0
 # Config keys holding layer rows, in layer order.
 LAYER_LISTS = ("backbone", "head")
+# Frames `omc verify` uses by default (generated, or the first ones of --frames).
+DEFAULT_VERIFY_FRAMES = 2
 
 
 def add_weights_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
@@ -53,19 +62,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_weights_arguments(parser, positional=True)
     parser.add_argument("--json", action="store_true", help="print the facts as one JSON object")
     parser.set_defaults(func=run_inspect)
+    _register_export(subparsers)
+    _register_verify(subparsers)
 
 
-def checkpoint_from_args(checkpoint: Path | None, random_weights: bool, variant: str, seed: int) -> "LoadedCheckpoint":
-    """LoadedCheckpoint from the shared options; BadInput when both or neither source is given."""
+def check_weights_source(checkpoint: Path | None, random_weights: bool) -> None:
+    """BadInput when both or neither of a checkpoint and --random-weights are given."""
     if random_weights and checkpoint is not None:
         raise BadInput("give either a checkpoint or --random-weights, not both")
     if not random_weights and checkpoint is None:
         raise BadInput("give a checkpoint file, or --random-weights for a seeded random network")
-    from omc.export.checkpoint import load_checkpoint, random_checkpoint
 
+
+def checkpoint_from_args(
+    checkpoint: Path | None,
+    random_weights: bool,
+    variant: str,
+    seed: int,
+    input_hw: tuple[int, int] | None = None,
+) -> "LoadedCheckpoint":
+    """LoadedCheckpoint from the shared options; BadInput when both or neither source is given.
+
+    input_hw: (H, W) the network's input-size constants are built for (the default size when None).
+    """
+    check_weights_source(checkpoint, random_weights)
+    from omc.export.checkpoint import load_checkpoint, random_checkpoint
+    from omc.export.model import DEFAULT_INPUT_HW
+
+    hw = DEFAULT_INPUT_HW if input_hw is None else input_hw
     if checkpoint is None:
-        return random_checkpoint(variant, seed=seed)
-    return load_checkpoint(checkpoint)
+        return random_checkpoint(variant, seed=seed, input_hw=hw)
+    return load_checkpoint(checkpoint, input_hw=hw)
 
 
 def _flow(value: Any) -> str:
@@ -124,4 +151,221 @@ def run_inspect(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
         print_summary(summary, sys.stdout)
+    return 0
+
+
+# --- omc export ------------------------------------------------------------------------------------
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that shape an export (ExportConfig), shared by `export` and `verify`."""
+    defaults = ExportConfig()
+    width, height = defaults.img_size
+    group = parser.add_argument_group("export options")
+    group.add_argument("--img-size", default=f"{width}x{height}", metavar="WxH",
+                       help="network input size, multiples of 32 (default: %(default)s)")
+    group.add_argument("--max-batch", type=int, default=defaults.max_batch,
+                       help="largest detector batch B (default: %(default)s)")
+    group.add_argument("--max-tracklets", type=int, default=defaults.max_tracklets,
+                       help="largest tracklet count n of the re-check (default: %(default)s)")
+    group.add_argument("--topk", type=int, default=defaults.topk, help="detector candidates K (default: %(default)s)")
+    group.add_argument("--peaks", type=int, default=defaults.peaks, help="re-check peaks P (default: %(default)s)")
+    group.add_argument("--shrink-radius", type=int, default=defaults.shrink_radius,
+                       help="shrink-window radius r (default: the checkpoint's, else 3)")
+    group.add_argument("--shrink-window", choices=("reference", "paper"), default=defaults.shrink_window,
+                       help="window rows/cols [c-r, c+r) as the released weights (reference) or |x-c| <= r "
+                            "(paper) (default: %(default)s)")
+    group.add_argument("--opset", type=int, default=defaults.opset,
+                       help="ONNX opset: 18-21 use PyTorch's default (dynamo) exporter, 17 the TorchScript one "
+                            "(default: %(default)s)")
+    group.add_argument("--precision", choices=("fp32", "fp16"), default=defaults.precision,
+                       help="fp16: half-precision graphs, float32 at the inputs/outputs and for coordinates "
+                            "(default: %(default)s)")  # fmt: skip
+
+
+def export_config_from_args(args: argparse.Namespace) -> ExportConfig:
+    """ExportConfig from the export options (BadInput on invalid values)."""
+    return ExportConfig(
+        img_size=parse_size(args.img_size),
+        max_batch=args.max_batch,
+        max_tracklets=args.max_tracklets,
+        topk=args.topk,
+        peaks=args.peaks,
+        shrink_radius=args.shrink_radius,
+        shrink_window=args.shrink_window,
+        opset=args.opset,
+        precision=args.precision,
+    )
+
+
+def _register_export(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export detector.onnx, recheck.onnx and export.json from a checkpoint",
+        description=(
+            "Trace the OMC network to the two ONNX graphs of the engine contract (detector, re-check) and "
+            "write export.json. Files are written under temporary names and renamed at the end."
+        ),
+    )
+    add_weights_arguments(parser, positional=False)
+    add_export_arguments(parser)
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the export into")
+    parser.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    config = export_config_from_args(args)
+    check_weights_source(args.checkpoint, args.random_weights)
+    from omc.export.onnx_export import check_output_folder, export_engines
+
+    check_output_folder(args.out)
+    width, height = config.img_size
+    loaded = checkpoint_from_args(args.checkpoint, args.random_weights, args.variant, args.seed, (height, width))
+    result = export_engines(loaded, config, args.out, seed=args.seed if loaded.random_weights else None)
+    for written in result.files:
+        print(written.path)
+    print(result.out_dir / "export.json")
+    out = result.out_dir
+    next_steps = (f"omc verify --onnx {out}", f"omc build --onnx {out}", f"omc track VIDEO --engines {out}")
+    log.info("export finished in %.1f s; next: %s", sum(f.seconds for f in result.files), " | ".join(next_steps))
+    return 0
+
+
+# --- omc verify ------------------------------------------------------------------------------------
+
+
+def parse_tracklet_counts(text: str, max_tracklets: int) -> tuple[int, ...]:
+    """'1,32,max' -> (1, 32, max_tracklets); BadInput on anything else."""
+    counts = []
+    for part in (p.strip() for p in text.split(",")):
+        if part == "max":
+            counts.append(max_tracklets)
+        elif part.isdigit():
+            counts.append(int(part))
+        else:
+            raise BadInput(f"--tracklets '{text}' must be comma-separated counts or 'max', e.g. 1,32,max")
+    return tuple(counts)
+
+
+def _register_verify(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "verify",
+        help="compare an export with the PyTorch reference (exit 1 outside tolerance)",
+        description=(
+            "Run the exported graphs (ONNX Runtime, or TensorRT against ONNX Runtime with --backend trt) and "
+            "the PyTorch reference on the same frames and tracklets; print each output's errors. fp32 exports "
+            "must match within float32 rounding, fp16 exports are judged on their drift. Exit 0 within "
+            "tolerance, 1 outside, 2 on bad input."
+        ),
+    )
+    parser.add_argument("--onnx", type=Path, metavar="DIR",
+                        help="export folder (export.json names the weights it came from); without it, the "
+                             "checkpoint is exported to a temporary folder first")
+    add_weights_arguments(parser, positional=False)
+    parser.add_argument("--frames", type=Path, metavar="SOURCE",
+                        help="video, image folder or MOTChallenge sequence (default: generated frames)")
+    parser.add_argument("--max-frames", type=int, default=DEFAULT_VERIFY_FRAMES,
+                        help="frames to use (default: %(default)s)")
+    parser.add_argument("--tracklets", default="1,32,max", metavar="N,...",
+                        help="tracklet counts n of the re-check runs; 'max' is the export's maximum "
+                             "(default: %(default)s)")
+    parser.add_argument("--backend", choices=("ort", "trt"), default="ort",
+                        help="ort: ONNX Runtime vs PyTorch; trt: the TensorRT plans in --onnx DIR vs ONNX Runtime "
+                             "(needs a GPU) (default: %(default)s)")
+    parser.add_argument("--device", default="0", help="GPU of --backend trt (default: %(default)s)")
+    add_export_arguments(parser)
+    parser.set_defaults(func=run_verify)
+
+
+
+def _explicit_export_options(args: argparse.Namespace) -> list[str]:
+    """Export options given with values other than their defaults."""
+    defaults = vars(_defaults_of_export_arguments())
+    return [f"--{name.replace('_', '-')}" for name, value in defaults.items() if getattr(args, name) != value]
+
+
+def _defaults_of_export_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(add_help=False)
+    add_export_arguments(parser)
+    return parser.parse_args([])
+
+
+def _weights_for_export(meta: Any, args: argparse.Namespace) -> "LoadedCheckpoint":
+    """The float32 network an export came from: --weights / --random-weights, else export.json's record."""
+    from omc.export.checkpoint import load_checkpoint, random_checkpoint
+    from omc.export.model import Architecture
+
+    hw = tuple(meta.input_hw)
+    if args.checkpoint is not None or args.random_weights:
+        loaded = checkpoint_from_args(args.checkpoint, args.random_weights, args.variant, args.seed, hw)
+        if loaded.source_sha256 != meta.checkpoint_sha256:
+            raise BadInput(f"{args.checkpoint or 'the random weights'} are not the weights this export was made from "
+                           f"(export.json records sha256 '{meta.checkpoint_sha256 or 'random weights'}')")
+        return loaded
+    source = meta.extra.get("source", {})
+    if source.get("kind") == "random":
+        return random_checkpoint(Architecture.from_dict(source["architecture"]), seed=int(source["seed"]), input_hw=hw)
+    if source.get("kind") == "checkpoint":
+        path = Path(source["path"])
+        if not path.is_file():
+            raise BadInput(f"export.json names the checkpoint {path}, which is not there; pass it with --weights")
+        loaded = load_checkpoint(path, input_hw=hw)
+        if loaded.source_sha256 != meta.checkpoint_sha256:
+            raise BadInput(f"{path} changed since the export (sha256 differs from export.json); pass the original "
+                           "with --weights or export again")
+        return loaded
+    raise BadInput("export.json does not record the weights it came from; pass them with --weights")
+
+
+def _verify_frames(args: argparse.Namespace, input_hw: tuple[int, int]) -> list[Any]:
+    from omc.export.verify_inputs import generated_frames, source_frames
+
+    if args.max_frames < 1:
+        raise BadInput(f"--max-frames must be at least 1, got {args.max_frames}")
+    if args.frames is None:
+        return generated_frames(input_hw, args.max_frames)
+    return source_frames(args.frames, input_hw, args.max_frames)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from omc.contract import EngineMeta
+
+    if args.onnx is None:
+        check_weights_source(args.checkpoint, args.random_weights)
+        if args.backend == "trt":
+            raise BadInput("--backend trt compares built TensorRT plans: pass the folder that holds them with --onnx")
+        config = export_config_from_args(args)
+        with tempfile.TemporaryDirectory(prefix="omc-verify-") as folder:
+            from omc.export.onnx_export import export_engines
+
+            width, height = config.img_size
+            loaded = checkpoint_from_args(args.checkpoint, args.random_weights, args.variant, args.seed, (height, width))
+            export_engines(loaded, config, folder, seed=args.seed if loaded.random_weights else None)
+            return _verify_folder(Path(folder), EngineMeta.load(folder), loaded, args)
+    explicit = _explicit_export_options(args)
+    if explicit:
+        raise BadInput(f"{', '.join(explicit)} shape a new export and do not apply to --onnx {args.onnx}")
+    meta = EngineMeta.load(args.onnx)
+    return _verify_folder(args.onnx, meta, _weights_for_export(meta, args), args)
+
+
+def _verify_folder(folder: Path, meta: Any, loaded: "LoadedCheckpoint", args: argparse.Namespace) -> int:
+    from omc.export.verify import raise_if_failed, trt_feeds, verify_export
+
+    counts: Sequence[int] = parse_tracklet_counts(args.tracklets, meta.max_tracklets)
+    frames = _verify_frames(args, tuple(meta.input_hw))
+    if args.backend == "trt":
+        from omc.errors import CheckFailed
+        from omc.export.trt.verify import compare_trt_with_onnxruntime
+
+        device: int | str = int(args.device) if args.device.isdigit() else args.device
+        comparison = compare_trt_with_onnxruntime(folder, trt_feeds(frames, loaded.network, meta, counts),
+                                                  meta.precision, device)  # fmt: skip
+        sys.stdout.write(comparison.summary() + "\n")
+        if not comparison.passed:
+            raise CheckFailed(f"TensorRT differs from ONNX Runtime beyond the {meta.precision} tolerance")
+        return 0
+    report = verify_export(folder, loaded.network, frames, counts)
+    sys.stdout.write(report.table() + "\n")
+    raise_if_failed(report)
     return 0

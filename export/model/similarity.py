@@ -16,13 +16,21 @@ from omc.contract import WINDOW_MODES
 REFERENCE_WINDOW, PAPER_WINDOW = WINDOW_MODES
 # Guard of the L2 normalisation, as torch.nn.functional.normalize (the reference's).
 NORMALIZE_EPS = 1e-12
+# The smallest guard used on half-precision tensors (an fp16 export): 1e-12 rounds to 0 in
+# float16, so an all-zero row would give 0 / 0 = NaN; 1e-4 is a normal float16 number.
+HALF_PRECISION_EPS = 1e-4
 # Guard of Ms / max(Ms): an all-zero Ms gives 0 instead of NaN (the reference's defect). 1e-4
 # stays a normal number in float16, whose subnormals TensorRT may flush to zero.
 AGGREGATE_EPS = 1e-4
 
 
 def l2_normalize(x: Tensor, dim: int, eps: float = NORMALIZE_EPS) -> Tensor:
-    """x / max(||x||_2 over dim, eps): torch.nn.functional.normalize written out for export."""
+    """x / max(||x||_2 over dim, eps): torch.nn.functional.normalize written out for export.
+
+    On float16 / bfloat16 tensors eps is at least HALF_PRECISION_EPS.
+    """
+    if x.dtype in (torch.float16, torch.bfloat16):
+        eps = max(eps, HALF_PRECISION_EPS)
     norm = torch.linalg.vector_norm(x, ord=2, dim=dim, keepdim=True)
     return x / norm.clamp_min(eps)
 

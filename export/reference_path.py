@@ -1,0 +1,127 @@
+"""The PyTorch reference of the two graphs: the eager float32 OMCNetwork plus the post-graph maths
+written plainly in NumPy / eager torch, independently of omc.export.graphs.
+
+`omc verify` and the parity tests judge the exported graphs against it. Instead of a top-K list
+it keeps every anchor candidate and the whole suppressed heat map, so ranked outputs can be
+compared as sets (reference_tiny.md, "Comparing candidates").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+
+from omc.export.model import OMCNetwork
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+# Peak suppression window of the reference decoder (omc-reference.md section 2, "Peaks").
+PEAK_WINDOW = 3
+
+
+@dataclass(frozen=True)
+class ReferenceFrame:
+    """The reference's view of one image (maps without the batch axis).
+
+    corners: [N, 4] float32 (x1, y1, x2, y2) of every anchor candidate, input pixels, in the
+    network's row order. scores: [N] float32 obj * cls. cells: [N] int64 flat centre cell
+    (row * w + col). density: [h * w] float32. id_unit: [h, w, E] float32 L2-normalised ID map.
+    recheck_features: [C, h, w]; recheck_boxes: [h, w, 4] corners; both None without re-check.
+    stride: input pixels per map cell (8).
+    """
+
+    corners: F32
+    scores: F32
+    cells: I64
+    density: F32
+    id_unit: F32
+    recheck_features: F32 | None
+    recheck_boxes: F32 | None
+    stride: int
+
+    @property
+    def map_hw(self) -> tuple[int, int]:
+        return int(self.id_unit.shape[0]), int(self.id_unit.shape[1])
+
+    def ranked_rows(self) -> I64:
+        """Candidate rows by score descending, ties by row index (a stable sort)."""
+        return np.argsort(-self.scores, kind="stable").astype(np.int64)
+
+
+@dataclass(frozen=True)
+class ReferenceHeatmap:
+    """The reference re-check of one image: heat [h, w] (M_p) and suppressed [h, w] (the heat at
+    3 x 3 local maxima, 0 elsewhere), both float32."""
+
+    heat: F32
+    suppressed: F32
+
+
+def network_input(images: npt.NDArray[np.uint8]) -> torch.Tensor:
+    """uint8 [B, H, W, 3] BGR -> float32 [B, 3, H, W] RGB / 255, as the reference's host code."""
+    rgb = np.ascontiguousarray(images[..., ::-1])
+    return torch.from_numpy(rgb).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+
+
+def candidate_corners(candidates: F32) -> F32:
+    """[N, >= 4] (cx, cy, w, h, ...) float32 -> [N, 4] corners, x1 = cx - w / 2 in float32."""
+    centre = candidates[:, 0:2]
+    half = candidates[:, 2:4] / np.float32(2)
+    return np.concatenate([centre - half, centre + half], axis=1).astype(np.float32, copy=False)
+
+
+def centre_cells(corners: F32, stride: int, map_hw: tuple[int, int]) -> I64:
+    """[N, 4] corners -> [N] flat cells: col = clip(floor((x1 + x2) / (2 stride)), 0, w - 1), row likewise."""
+    h, w = map_hw
+    twice = np.float32(2 * stride)
+    col = np.clip(np.floor((corners[:, 0] + corners[:, 2]) / twice), 0, w - 1).astype(np.int64)
+    row = np.clip(np.floor((corners[:, 1] + corners[:, 3]) / twice), 0, h - 1).astype(np.int64)
+    return row * w + col
+
+
+def reference_detector(network: OMCNetwork, images: npt.NDArray[np.uint8]) -> list[ReferenceFrame]:
+    """Run the eager network on uint8 [B, H, W, 3] BGR images; one ReferenceFrame per image."""
+    stride = network.model.level_strides[0]
+    with torch.no_grad():
+        outputs = network.forward_detector(network_input(images))
+        id_unit = network.normalize_id_map(outputs.id_map)
+        boxes = None
+        if outputs.siambox_raw is not None:
+            boxes = network.decode_recheck_boxes(outputs.siambox_raw)
+    frames = []
+    for item in range(images.shape[0]):
+        candidates = outputs.candidates[item].numpy()
+        corners = candidate_corners(candidates)
+        unit = id_unit[item].numpy()
+        frames.append(
+            ReferenceFrame(
+                corners=corners,
+                scores=(candidates[:, 4] * candidates[:, 5]).astype(np.float32),
+                cells=centre_cells(corners, stride, unit.shape[:2]),
+                density=outputs.dense[item, 0].reshape(-1).numpy(),
+                id_unit=unit,
+                recheck_features=None if outputs.recheck_features is None else outputs.recheck_features[item].numpy(),
+                recheck_boxes=None if boxes is None else boxes[item].numpy(),
+                stride=stride,
+            )
+        )
+    return frames
+
+
+def reference_heatmap(
+    network: OMCNetwork, frame: ReferenceFrame, tracklets: F32, radius: int, window: str, global_point: bool
+) -> ReferenceHeatmap:
+    """M_p of one image for tracklets [n, E] float32, and its 3 x 3 peak-suppressed copy."""
+    if frame.recheck_features is None:
+        raise ValueError("the reference frame has no re-check features (a network without re-check)")
+    with torch.no_grad():
+        id_unit = torch.from_numpy(frame.id_unit)[None]
+        aggregated = network.aggregate_similarity(id_unit, torch.from_numpy(tracklets), radius, window, global_point)
+        heat = network.recheck_heatmap(aggregated, torch.from_numpy(frame.recheck_features)[None])
+        pooled = F.max_pool2d(heat, PEAK_WINDOW, stride=1, padding=PEAK_WINDOW // 2)
+        suppressed = heat * (heat == pooled).to(heat.dtype)
+    return ReferenceHeatmap(heat[0, 0].numpy(), suppressed[0, 0].numpy())
