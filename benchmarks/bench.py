@@ -54,8 +54,10 @@ DEFAULT_SEED = 0
 FP16_DIR = "fp16"
 INT8_CPU_TARGET = "cpu"
 INT8_CPU_DIR = "int8-cpu"
-# Calibration frames used when ort-int8 has to make its INT8 graphs from the benchmark's clip.
+# Calibration frames used when ort-int8 has to make its INT8 graphs, and generated-clip frames
+# written for it (calib holds some of them out to measure drift).
 CALIBRATION_FRAMES = 16
+CALIBRATION_CLIP_FRAMES = 32
 # Where the generated clip's frames are written for calibration (calib reads files).
 CALIBRATION_IMAGE = "{index:06d}.png"
 
@@ -112,7 +114,7 @@ def _checkpoint(weights: Path | None, input_hw: tuple[int, int]) -> LoadedCheckp
     return random_checkpoint(DEFAULT_VARIANT, seed=DEFAULT_SEED, input_hw=input_hw)
 
 
-def ensure_export(onnx_dir: Path, weights: Path | None, img_size: tuple[int, int], precision: str = "fp32") -> tuple[EngineMeta, Any]:
+def ensure_export(onnx_dir: Path, weights: Path | None, img_size: tuple[int, int]) -> tuple[EngineMeta, Any]:
     """export.json of `onnx_dir`, exporting (weights or seeded random L) first when it is absent.
 
     Returns (meta, the LoadedCheckpoint when one was loaded here, else None).
@@ -132,44 +134,53 @@ def ensure_export(onnx_dir: Path, weights: Path | None, img_size: tuple[int, int
         raise MissingDependency("torch", "export", f"{onnx_dir} has no export and making one needs the exporter") from None
     width, height = img_size
     loaded = _checkpoint(weights, (height, width))
-    log.info("no export in %s: exporting %s at %dx%d (%s) first", onnx_dir,
-             weights or f"random weights (variant {DEFAULT_VARIANT}, seed {DEFAULT_SEED})", width, height, precision)
+    log.info("no export in %s: exporting %s at %dx%d first", onnx_dir,
+             weights or f"random weights (variant {DEFAULT_VARIANT}, seed {DEFAULT_SEED})", width, height)
     seed = DEFAULT_SEED if weights is None else None
-    result = export_engines(loaded, ExportConfig(img_size=img_size, precision=precision), onnx_dir, seed=seed)
+    result = export_engines(loaded, ExportConfig(img_size=img_size), onnx_dir, seed=seed)
     return result.meta, loaded
 
 
-def torch_network(meta: EngineMeta, weights: Path | None, loaded: Any) -> tuple[Any, str]:
-    """The PyTorch network of the export (for the torch backend) and a description of its weights.
-
-    From `weights` when given, else from what export.json records (a checkpoint path, or random
-    weights' variant and seed).
-    """
-    if loaded is not None:
-        return loaded.network, _weights_text(loaded)
+def rebuild_checkpoint(meta: EngineMeta, weights: Path | None) -> Any:
+    """The PyTorch model of an export: from `weights` when given, else from what export.json
+    records (a checkpoint path, or random weights' architecture and seed). BackendUnavailable
+    when neither says how."""
     if weights is not None:
         loaded = _checkpoint(weights, meta.input_hw)
         if meta.checkpoint_sha256 and loaded.source_sha256 != meta.checkpoint_sha256:
             log.warning("--weights %s is not the checkpoint the export was made from; torch and the engines "
                         "run different weights (timings still compare, decisions do not)", weights)
-        return loaded.network, _weights_text(loaded)
+        return loaded
     source = meta.extra.get("source", {})
     try:
         from omc.export.checkpoint import load_checkpoint, random_checkpoint
         from omc.export.model import Architecture
     except ImportError:
-        raise MissingDependency("torch", "export", "needed for the torch backend") from None
+        raise MissingDependency("torch", "export", "needed to rebuild the PyTorch model") from None
     if source.get("kind") == "random":
         arch = Architecture.from_dict(source["architecture"]) if "architecture" in source else source.get("variant", DEFAULT_VARIANT)
-        loaded = random_checkpoint(arch, seed=int(source.get("seed") or 0), input_hw=meta.input_hw)
-    elif source.get("kind") == "checkpoint" and source.get("path"):
+        return random_checkpoint(arch, seed=int(source.get("seed") or 0), input_hw=meta.input_hw)
+    if source.get("kind") == "checkpoint" and source.get("path"):
         path = Path(source["path"])
         if not path.is_file():
             raise BackendUnavailable(f"export.json names checkpoint {path}, which is missing; pass it with --weights")
-        loaded = load_checkpoint(path, meta.input_hw)
-    else:
-        raise BackendUnavailable("export.json does not record how to rebuild the PyTorch model; pass the checkpoint with --weights")
-    return loaded.network, _weights_text(loaded)
+        return load_checkpoint(path, meta.input_hw)
+    raise BackendUnavailable("export.json does not record how to rebuild the PyTorch model; pass the checkpoint with --weights")
+
+
+def ensure_fp16(onnx_dir: Path, meta: EngineMeta, weights: Path | None, loaded: Any) -> Path:
+    """`<onnx dir>/fp16` (the Makefile's `engines` layout), exported from the same model when absent."""
+    out = onnx_dir / FP16_DIR
+    if (out / contract.EXPORT_JSON).is_file():
+        return out
+    from omc.export.onnx_export import export_engines
+
+    loaded = loaded if loaded is not None else rebuild_checkpoint(meta, weights)
+    height, width = meta.input_hw
+    log.info("no fp16 export in %s: exporting one from the same model first", out)
+    seed = meta.extra.get("source", {}).get("seed") if loaded.random_weights else None
+    export_engines(loaded, ExportConfig(img_size=(width, height), precision="fp16"), out, seed=seed)
+    return out
 
 
 def _weights_text(loaded: Any) -> str:
@@ -195,8 +206,9 @@ def _engine_pipeline(name: str, engine_dir: Path, backend: str, device: str, thr
     return EnginePipeline(name, detector, recheck, meta, config, description)
 
 
-def ensure_int8(onnx_dir: Path, clip: list[np.ndarray] | None, source: Path | None) -> Path:
-    """`<onnx dir>/int8-cpu`, made with calib's API (calibrated on the benchmark's frames) when absent."""
+def ensure_int8(onnx_dir: Path, source: Path | None, clip_size: tuple[int, int], seed: int) -> Path:
+    """`<onnx dir>/int8-cpu`, made with calib's API when absent: calibrated on the benchmark's
+    source, or on CALIBRATION_FRAMES frames of the generated clip."""
     out = onnx_dir / INT8_CPU_DIR
     if (out / contract.EXPORT_JSON).is_file():
         return out
@@ -205,15 +217,14 @@ def ensure_int8(onnx_dir: Path, clip: list[np.ndarray] | None, source: Path | No
         from omc.calib.quantize import quantize_engines
     except ImportError as exc:
         raise BackendUnavailable(f"no {out} and omc.calib cannot make it here ({exc})") from None
-    log.info("ort-int8: no %s; calibrating on the benchmark's frames (%d) and quantizing for the CPU", out, CALIBRATION_FRAMES)
+    log.info("ort-int8: no %s; calibrating on %s and quantizing for the CPU", out,
+             source or f"{CALIBRATION_CLIP_FRAMES} frames of the generated clip")
     with tempfile.TemporaryDirectory(prefix="omc-bench-calib-") as folder:
         frames_source = source
         if frames_source is None:
-            if clip is None:
-                raise ValueError("a run without --source needs its generated clip")
             frames_source = Path(folder) / "frames"
             frames_source.mkdir()
-            for index, frame in enumerate(clip):
+            for index, frame in enumerate(generated_clip(clip_size, CALIBRATION_CLIP_FRAMES, seed)):
                 cv2.imwrite(str(frames_source / CALIBRATION_IMAGE.format(index=index + 1)), frame)
         calib_file = build_calibration_set([frames_source], CALIBRATION_FRAMES, onnx_dir, Path(folder) / "calib.npz")
         return Path(quantize_engines(onnx_dir, calib_file, INT8_CPU_TARGET, out))
@@ -221,25 +232,27 @@ def ensure_int8(onnx_dir: Path, clip: list[np.ndarray] | None, source: Path | No
 
 def open_pipeline(
     name: str, setup: BenchSetup, meta: EngineMeta, threads: int, tracker_config: TrackerConfig,
-    loaded: Any, clip: list[np.ndarray] | None,
+    loaded: Any, clip_size: tuple[int, int], seed: int,
 ) -> FramePipeline:
     """The pipeline of one backend; BackendUnavailable when it cannot run on this machine."""
-    engine_dir = setup.onnx_dir if setup.precision == "fp32" else setup.onnx_dir / FP16_DIR
     if name == "torch":
         try:
             from omc.benchmarks.reference_path import TorchReferencePath
         except ImportError:
             raise BackendUnavailable("torch is not installed (pip install '.[export]')") from None
-        network, weights = torch_network(meta, setup.weights, loaded)
-        path = TorchReferencePath(network, tracker_config, peaks=meta.peaks, window=meta.shrink_window)
-        description = {"precision": "fp32", "layout": "NCHW", "device": "cpu", "threads": threads, "weights": weights}
+        model = loaded if loaded is not None else rebuild_checkpoint(meta, setup.weights)
+        path = TorchReferencePath(model.network, tracker_config, peaks=meta.peaks, window=meta.shrink_window)
+        description = {"precision": "fp32", "layout": "NCHW", "device": "cpu", "threads": threads,
+                       "weights": _weights_text(model)}  # fmt: skip
         return TorchPipeline(path, meta, tracker_config, description)
+    engine_dir = setup.onnx_dir
+    if setup.precision == "fp16" and name in ("ort", "trt"):
+        engine_dir = ensure_fp16(setup.onnx_dir, meta, setup.weights, loaded) if name == "ort" else setup.onnx_dir / FP16_DIR
     if name == "ort":
-        if not (engine_dir / contract.EXPORT_JSON).is_file():
-            ensure_export(engine_dir, setup.weights, setup.img_size, setup.precision)
         return _engine_pipeline(name, engine_dir, "ort", "cpu", threads, tracker_config)
     if name == "ort-int8":
-        return _engine_pipeline(name, ensure_int8(setup.onnx_dir, clip, setup.source), "ort", "cpu", threads, tracker_config)
+        int8_dir = ensure_int8(setup.onnx_dir, setup.source, clip_size, seed)
+        return _engine_pipeline(name, int8_dir, "ort", "cpu", threads, tracker_config)
     if name == "trt":
         from omc.runtime.backends.cuda_memory import cuda_unavailable_reason
 
@@ -322,8 +335,12 @@ def run_benchmark(
     command: str,
     name: str,
     tracker_config: TrackerConfig = TrackerConfig(),
+    note: str = "",
 ) -> dict[str, Any]:
-    """Run the whole benchmark and return its result (see omc.benchmarks.report)."""
+    """Run the whole benchmark and return its result (see omc.benchmarks.report).
+
+    command: the command line recorded with the result. name: the result's name. note: a remark
+    recorded with it (e.g. that the machine was shared)."""
     threads = resolve_threads(config.threads)
     meta, loaded = ensure_export(setup.onnx_dir, setup.weights, setup.img_size)
     counts = config.tracklet_counts
@@ -366,6 +383,7 @@ def run_benchmark(
     return {
         "schema": RESULT_SCHEMA,
         "name": name,
+        "note": note,
         "environment": environment,
         "config": config.to_dict(),
         "model": {
@@ -406,7 +424,7 @@ def _run_one(
     loaded: Any, clip: list[np.ndarray] | None, config: BenchConfig,
 ) -> dict[str, Any]:
     try:
-        pipeline = open_pipeline(backend, setup, meta, threads, tracker_config, loaded, clip)
+        pipeline = open_pipeline(backend, setup, meta, threads, tracker_config, loaded, config.clip_size, config.seed)
     except (BackendUnavailable, MissingDependency) as exc:
         log.warning("%s: skipped: %s", backend, exc)
         return {"status": "skipped", "reason": str(exc)}

@@ -71,6 +71,7 @@ _RECORDED: tuple[tuple[str, str, Callable[[Any], str] | None], ...] = (
     ("--seed", "seed", str),
     ("--reference-repo", "reference_repo", str),
     ("--name", "name", str),
+    ("--note", "note", str),
     ("--json", "json", str),
     ("--plot", "plot", None),
 )
@@ -122,6 +123,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reference-repo", type=Path, metavar="PATH",
                         help="checkout of JudasDie/SOTS (branch MOT): also time the reference tracker's own post-processing")
     parser.add_argument("--name", metavar="NAME", help="result name (default: the export folder's name)")
+    parser.add_argument("--note", default="", metavar="TEXT",
+                        help="a remark recorded with the result and shown in its reports (e.g. 'machine shared, noisy')")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the result JSON here")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS_DIR, metavar="DIR",
                         help="folder of recorded results (default: %(default)s)")
@@ -185,7 +188,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
         require_matplotlib()  # a missing matplotlib is an error now, not after the run
     name = args.name or onnx_dir.name
-    result = run_benchmark(config, setup, recorded_command(args), name)
+    result = run_benchmark(config, setup, recorded_command(args), name, note=args.note)
     written = write_result(result, args.results, name, args.json)
     if args.plot:
         from omc.benchmarks.plots import write_plots

@@ -220,13 +220,12 @@ def reference_options(config: TrackerConfig, input_hw: tuple[int, int]) -> types
         iousfuse_thres=config.fusion_iou_thres,
         track_buffer=config.track_buffer,
         img_size=input_hw,
-        mean=[0.408, 0.447, 0.470],
-        std=[0.289, 0.274, 0.278],
     )
 
 
 def build_tracker(module: Any, network: StandInNetwork, options: types.SimpleNamespace, frame_rate: float) -> Any:
-    """A JDETracker without its __init__ (which loads a checkpoint), with the attributes it would set."""
+    """A JDETracker without its __init__ (which loads a checkpoint), with the attributes `update` reads
+    (__init__ also stores image mean / std, which `update` never uses)."""
     tracker = module.JDETracker.__new__(module.JDETracker)
     tracker.opt = options
     tracker.model = network
@@ -235,8 +234,6 @@ def build_tracker(module: Any, network: StandInNetwork, options: types.SimpleNam
     tracker.det_thresh = options.conf_thres
     tracker.buffer_size = int(frame_rate / 30.0 * options.track_buffer)
     tracker.max_time_lost = tracker.buffer_size
-    tracker.mean = np.array(options.mean, dtype=np.float32).reshape(1, 1, 3)
-    tracker.std = np.array(options.std, dtype=np.float32).reshape(1, 1, 3)
     tracker.kalman_filter = module.KalmanFilter()
     return tracker
 

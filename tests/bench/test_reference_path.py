@@ -84,10 +84,11 @@ def test_torch_path_tracks_equal_the_runtimes(export: tuple[Path, Any]) -> None:
 
 
 def test_bench_times_torch_beside_onnxruntime(export: tuple[Path, Any], tmp_path: Path) -> None:
+    """torch, ort and ort-int8 (whose INT8 graphs the benchmark makes with omc.calib) side by side."""
     engines, _ = export
     results = tmp_path / "results"
     status = main([
-        "bench", "--onnx", str(engines), "--backend", "torch,ort", "--frames", "2", "--warmup", "1",
+        "bench", "--onnx", str(engines), "--backend", "torch,ort,ort-int8", "--frames", "2", "--warmup", "1",
         "--tracklets", "0,4", "--headline-tracklets", "4", "--batch", "1,2", "--batch-repeats", "1",
         "--host-frames", "3", "--ceiling-size", "64", "--results", str(results), "--name", "small",
     ])  # fmt: skip
@@ -103,3 +104,6 @@ def test_bench_times_torch_beside_onnxruntime(export: tuple[Path, Any], tmp_path
     assert [e["n"] for e in torch_run["tracklet_sweep"]] == [0, 4]
     assert torch_run["stages"]["recheck"]["median_ms"] > 0
     assert result["model"]["flops"]["omc_vs_cstrack"] > 1.0
+    int8 = result["backends"]["ort-int8"]
+    assert int8["status"] == "ok" and int8["environment"]["backend"]["engine_dir"] == str(engines / "int8-cpu")
+    assert (engines / "int8-cpu" / "export.json").is_file()
