@@ -5,17 +5,17 @@ at the boundaries, so the ONNX graph is consistently typed and TensorRT's strong
 networks build it as written. (onnxconverter-common's conversion and `torch.autocast` around the
 default exporter both produced invalid graphs there.)
 
-Float32 islands inside the half network:
-- CCN's affinities (pooling, branch convolutions, softmax; a few thousand values per level):
-  their softmax logits reach about 60, where float16's spacing is 1/32. The two large products
-  of the mixing matrices with the feature map stay in float16;
-and, because coordinates must not be rounded to float16 (near 500 px its spacing is 0.25-0.5 px):
+Float32 islands inside the half network, because coordinates must not be rounded to float16
+(near 500 px its spacing is 0.25-0.5 px):
 - Detect (its three 1x1 convolutions, sigmoid and box decoding, k, anchors and grids): the
   candidates' boxes and obj / cls scores come out in float32;
 - the re-check box head's last convolution (raw x, y, w, h), decoded in float32 by the graph.
-Both take half inputs through a `CastTo` in front. Everything else (backbone, neck, CCN, SAAN,
-DenseMask, the re-check heads' features and heat map) computes in float16; DetectorGraph and
-RecheckGraph cast at the contract's boundary.
+Both take half inputs through a `CastTo` in front. Neither holds a matrix multiply: TensorRT for
+RTX builds no float32 GEMM for Turing (SM75), and an fp16 graph must build there. (CCN's
+affinity softmax, whose logits reach about 60 where float16's spacing is 1/32, was tried as a
+third island: it made no measurable difference to the drift and broke the Turing build.)
+Everything else (backbone, neck, CCN, SAAN, DenseMask, the re-check heads' features and heat
+map) computes in float16; DetectorGraph and RecheckGraph cast at the contract's boundary.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import torch
 from torch import Tensor, nn
 
 from omc.export.model import OMCNetwork
-from omc.export.model.ccn import CCN
 
 HALF = torch.float16
 
@@ -66,8 +65,7 @@ def half_precision_network(network: OMCNetwork) -> OMCNetwork:
     """
     half = copy.deepcopy(network)
     detect = half.model.detect
-    # CCN computes its affinities in its branches' dtype (see CCN.forward) and casts the mix.
-    islands: list[nn.Module] = [detect, *(m for m in half.modules() if isinstance(m, CCN))]
+    islands: list[nn.Module] = [detect]
     if half.siambox is not None:
         islands.append(half.siambox.conv_box[len(half.siambox.conv_box) - 1])
     _to_half_except(half, islands)

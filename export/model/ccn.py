@@ -86,12 +86,7 @@ class CCN(nn.Module):
         return torch.matmul(torch.matmul(rows.to(x.dtype), x), cols.to(x.dtype).transpose(0, 1))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        # The affinities are computed in the branches' precision, which a half-precision export
-        # keeps at float32 (omc.export.precision): their logits are dot products of instance-
-        # normalised 60-element rows, up to about 60, where float16's spacing (1/32) would move
-        # every softmax weight by a few percent. Only the two large products with x run in x's dtype.
-        dtype = self.c_attention1[0].weight.dtype
-        pooled = self.pooled(x.to(dtype))
+        pooled = self.pooled(x)
         det = self.c_attention1(pooled).flatten(2)
         ident = self.c_attention2(pooled).flatten(2)
         self_det = F.softmax(torch.matmul(det, det.transpose(1, 2)), dim=-1)
@@ -99,8 +94,8 @@ class CCN(nn.Module):
         cross_det = F.softmax(torch.matmul(det, ident.transpose(1, 2)), dim=-1)
         cross_id = F.softmax(torch.matmul(ident, det.transpose(1, 2)), dim=-1)
         flat = x.flatten(2)
-        det_mix = (self.w1 * self_det + (1 - self.w1) * cross_det).to(x.dtype)
-        id_mix = (self.w2 * self_id + (1 - self.w2) * cross_id).to(x.dtype)
+        det_mix = self.w1 * self_det + (1 - self.w1) * cross_det
+        id_mix = self.w2 * self_id + (1 - self.w2) * cross_id
         det_out = torch.matmul(det_mix, flat).view_as(x) + x
         id_out = torch.matmul(id_mix, flat).view_as(x) + x
         return det_out, id_out

@@ -1,8 +1,10 @@
 """Small contract exports (fp32, fp16, INT8 Q/DQ) for the TensorRT tests, and folder helpers.
 
-The exports come from `tests/toy_engines.py` (contract-conforming graphs built with onnx.helper).
-When `omc export` can write the small real model, switch `write_contract_export` to it: every
-TensorRT test takes its engines from that one function.
+fp32 and fp16 are real `omc export`s of the small test network (tests/small_export.py: tiny
+config, random weights, 320 x 192, K 1000, P 100, max batch 4, max tracklets 64), made once per
+session and copied; "int8" is the fp32 export with a Q/DQ pair on the first convolution's input
+and precision "int8" in export.json (enough for the builder's INT8 refusals). Every TensorRT
+test takes its engines from `write_contract_export`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from omc import contract
 from omc.contract import EngineMeta
@@ -23,20 +25,18 @@ from omc.contract import EngineMeta
 def write_contract_export(out_dir: Path, precision: str = "fp32") -> EngineMeta:
     """A small export (detector.onnx, recheck.onnx, export.json) in `out_dir`.
 
-    precision "fp32": the toy graphs as written; "fp16": the same graphs computing in half
-    precision with float32 at the contract boundary; "int8": fp32 graphs with a Q/DQ pair on the
-    detector's pixels and precision "int8" in export.json.
+    precision "fp32" / "fp16": the real small export of that precision; "int8": the fp32 export
+    with a Q/DQ pair on the detector's first convolution input and precision "int8" in export.json.
     """
-    from toy_engines import write_toy_engines  # tests/ is on sys.path through its conftest.py
+    from small_export import copy_export, small_export  # tests/ is on sys.path through its conftest.py
 
-    meta = write_toy_engines(out_dir)
-    if precision == "fp16":
-        for name in (contract.DETECTOR_ONNX, contract.RECHECK_ONNX):
-            _convert_to_fp16(out_dir / name)
-    elif precision == "int8":
-        _insert_qdq(out_dir / contract.DETECTOR_ONNX, "pixels")
-    if precision != "fp32":
-        meta = replace(meta, precision=precision)
+    copy_export(small_export("fp16" if precision == "fp16" else "fp32"), out_dir)
+    meta = EngineMeta.load(out_dir)
+    if precision == "int8":
+        model = onnx.load(str(out_dir / contract.DETECTOR_ONNX))
+        first_conv = next(node for node in model.graph.node if node.op_type == "Conv")
+        _insert_qdq(out_dir / contract.DETECTOR_ONNX, first_conv.input[0])
+        meta = replace(meta, precision="int8")
         (out_dir / contract.EXPORT_JSON).write_text(meta.to_json())
     return meta
 
@@ -44,38 +44,6 @@ def write_contract_export(out_dir: Path, precision: str = "fp32") -> EngineMeta:
 def _rename_inputs(graph: onnx.GraphProto, old: str, new: str) -> None:
     for node in graph.node:
         node.input[:] = [new if name == old else name for name in node.input]
-
-
-def _convert_to_fp16(path: Path) -> None:
-    """Make a toy graph compute in float16 while its inputs and outputs stay float32 (the
-    contract's boundary): fp16 initializers, casts after float inputs and before outputs."""
-    model = onnx.load(str(path))
-    graph = model.graph
-    for index, tensor in enumerate(graph.initializer):
-        if tensor.data_type == TensorProto.FLOAT:
-            half = numpy_helper.to_array(tensor).astype(np.float16)
-            graph.initializer[index].CopyFrom(numpy_helper.from_array(half, tensor.name))
-    for node in graph.node:
-        for attribute in node.attribute:
-            if node.op_type == "Cast" and attribute.name == "to" and attribute.i == TensorProto.FLOAT:
-                attribute.i = TensorProto.FLOAT16
-    head = []
-    for value in graph.input:
-        if value.type.tensor_type.elem_type == TensorProto.FLOAT:
-            _rename_inputs(graph, value.name, value.name + "_fp16")
-            head.append(helper.make_node("Cast", [value.name], [value.name + "_fp16"], to=TensorProto.FLOAT16))
-    tail = []
-    for value in graph.output:
-        internal = value.name + "_fp16"
-        for node in graph.node:
-            node.output[:] = [internal if name == value.name else name for name in node.output]
-        _rename_inputs(graph, value.name, internal)
-        tail.append(helper.make_node("Cast", [internal], [value.name], to=TensorProto.FLOAT))
-    nodes = head + list(graph.node) + tail
-    del graph.node[:]
-    graph.node.extend(nodes)
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
 
 
 def _insert_qdq(path: Path, tensor: str) -> None:
