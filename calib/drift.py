@@ -6,16 +6,19 @@ held-out frames never took part in calibration) and the same tracklets. Figures:
 
 - candidates: the float detector's top `drift_candidates` real candidates (score > 0) are paired
   with the INT8 detector's candidates by IoU (one-to-one, `lap`, at least `drift_match_iou`).
-  Quantization moves scores, so top-K order changes; pairing by box instead of by row compares
-  the same anchors. Reported: share of float candidates left unpaired, score error (absolute),
-  box error (largest corner difference, network pixels), embedding cosine of the pairs.
+  Quantization moves scores, so top-K order and membership change; pairing by box instead of by
+  row compares the same anchors. Reported: share of float candidates left unpaired, score error
+  (absolute), box error of the pairs (largest corner difference, network pixels; median and
+  95th percentile, as a neighbouring anchor can take a pair), and the cosine of the two
+  exports' embeddings at each float candidate's centre cell (what a detection would carry).
 - ID map: cosine between the float and INT8 `id_embeddings` at every cell (the re-check's input).
 - detections: basic detections kept after thresholding and cluster-DIoU NMS
   (omc.runtime.detections.select_basic, TrackerConfig defaults) from each graph's outputs;
   reported as totals and the count that changed (kept by one side only, IoU pairing as above).
 - re-check (end to end: each export's detector feeds its own re-check): heat-map error, peaks
   above `recheck_score_thres` on each side and the ones that changed, box error and embedding
-  cosine of paired peaks.
+  cosine of paired peaks; and the heat-map error of the INT8 re-check fed the float detector's
+  maps, which isolates the re-check graph's own quantization error.
 
 Every figure aggregates over all frames; `DriftReport.table()` prints them, `violations(config)`
 lists those outside CalibConfig's bounds.
@@ -165,7 +168,7 @@ class DriftReport:
             ("median box error (px)", self.box_error_px_median, config.drift_max_box_error_px, "above"),
             ("mean embedding cosine", self.embedding_cosine_mean, config.drift_min_embedding_cosine, "below"),
             ("mean ID map cosine", self.id_map_cosine_mean, config.drift_min_embedding_cosine, "below"),
-            ("largest heat-map error", self.heatmap_error_max, config.drift_max_score_error, "above"),
+            ("largest heat-map error", self.heatmap_error_max, config.drift_max_heatmap_error, "above"),
         ]
         for name, value, bound, side in checks:
             if np.isnan(value):

@@ -32,16 +32,15 @@ export.json key is also written into each graph's metadata_props, as `omc export
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -52,7 +51,7 @@ from omc.calib.dataset import CalibrationSet, file_sha256
 from omc.calib.regions import GraphRegions, classify_nodes, name_nodes
 from omc.config import QUANT_TARGETS, CalibConfig
 from omc.contract import EngineMeta
-from omc.errors import BadInput, MissingDependency, OmcError
+from omc.errors import BadInput, MissingDependency
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +256,32 @@ def quantized_nodes(model: Any) -> list[Any]:
     ]  # fmt: skip
 
 
+def restore_float_inputs(model: Any, kept: Sequence[str]) -> int:
+    """Feed the kept-float nodes their float inputs again, in place; returns the inputs rewired.
+
+    ONNX Runtime's quantizer hands every consumer of a quantized tensor the DequantizeLinear
+    output, excluded consumers included, so a "float" head would still read 8-bit-rounded values.
+    A kept node reading DQ(Q(x)) of an activation x reads x instead; weights are untouched.
+    """
+    produced_by = {out: node for node in model.graph.node for out in node.output}
+    float_of: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        quantize = produced_by.get(node.input[0])
+        if quantize is not None and quantize.op_type == "QuantizeLinear":
+            float_of[node.output[0]] = quantize.input[0]
+    names = set(kept)
+    rewired = 0
+    for node in model.graph.node:
+        if node.name in names:
+            for index, value in enumerate(node.input):
+                if value in float_of:
+                    node.input[index] = float_of[value]
+                    rewired += 1
+    return rewired
+
+
 def write_metadata(model: Any, meta: EngineMeta) -> None:
     """Replace the graph's export.json keys in metadata_props by `meta`'s (each value JSON-encoded)."""
     values = {key: json.dumps(value) for key, value in meta.to_dict().items()}
@@ -267,7 +292,11 @@ def write_metadata(model: Any, meta: EngineMeta) -> None:
         entry.key, entry.value = key, value
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def _save_model(model: Any, path: Path) -> None:
+    _onnx().save(model, str(path))
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     try:
         write(temporary)
@@ -428,15 +457,17 @@ def quantize_targets(
             quantized: dict[str, Counter[str]] = {}
             for graph in graphs:
                 staged = workdir / f"{graph.engine}.{name}.onnx"
-                quantize_graph(graph.prepared, staged, graph.cache, target, graph.regions.kept_float(config.keep_float), config)
+                kept = graph.regions.kept_float(config.keep_float)
+                quantize_graph(graph.prepared, staged, graph.cache, target, kept, config)
                 models[graph.engine] = onnx.load(str(staged))
+                restore_float_inputs(models[graph.engine], kept)
                 quantized[graph.engine] = Counter(node.op_type for node in quantized_nodes(models[graph.engine]))
             record = _int8_record(target, config, calib_file, calibration, graphs, quantized, onnx_dir)
             int8_meta = replace(meta, precision="int8", extra={**meta.extra, "int8": record})
             out_dir.mkdir(parents=True, exist_ok=True)
             for engine, model in models.items():
                 write_metadata(model, int8_meta)
-                _write_atomically(out_dir / ONNX_NAMES[engine], lambda path, m=model: onnx.save(m, str(path)))
+                _write_atomically(out_dir / ONNX_NAMES[engine], functools.partial(_save_model, model))
             _write_atomically(out_dir / contract.EXPORT_JSON, lambda path: path.write_text(int8_meta.to_json() + "\n"))
             sizes = sum((out_dir / ONNX_NAMES[e]).stat().st_size for e in models)
             log.info(
@@ -462,16 +493,3 @@ def quantize_engines(
     """
     out_dirs = {target: out_dir} if out_dir is not None else {}
     return quantize_targets(onnx_dir, calib_file, [target], out_dirs, config)[target]
-
-
-def remove_ranges(onnx_dir: str | Path) -> None:
-    """Delete the cached activation ranges of an export (the next quantize recalibrates)."""
-    shutil.rmtree(Path(onnx_dir) / RANGES_DIR, ignore_errors=True)
-
-
-def config_dict(config: CalibConfig) -> dict[str, Any]:
-    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}
-
-
-def digest(values: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()

@@ -201,7 +201,7 @@ def entropy_calibrator(
         return buffer.ptr
 
     core = EntropyCalibratorCore(batches, CalibrationCache(cache_path), upload)
-    base: type = edition.module.IInt8EntropyCalibrator2
+    base: Any = edition.module.IInt8EntropyCalibrator2  # a pybind11 class, known at run time only
 
     def release() -> None:
         buffer.close()
