@@ -196,3 +196,23 @@ def test_plot_without_matplotlib_names_the_extra(tmp_path: Path, monkeypatch: py
     assert status == 2
     assert "matplotlib is not installed; it comes with omc's 'bench' extra" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # refused before the run, nothing written
+
+
+def test_frames_from_a_source_folder(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    engines, frames = tmp_path / "engines", tmp_path / "frames"
+    write_toy_engines(engines)
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(2):  # fewer frames than the run needs: the source restarts at its end
+        cv2.imwrite(str(frames / f"{index + 1:06d}.png"), rng.integers(0, 256, (120, 200, 3), dtype=np.uint8))
+    results = tmp_path / "results"
+    assert main(["bench", "--onnx", str(engines), "--backend", "ort", "--source", str(frames), "--tracklets", "0,3",
+                 "--headline-tracklets", "3",
+                 "--results", str(results), "--name", "src", *FAST]) == 0  # fmt: skip
+    result = json.loads((results / "src.json").read_text())
+    assert result["model"]["frames"] == f"source {frames}"
+    assert result["backends"]["ort"]["frames"] == 2
+    assert f"--source {frames}" in result["environment"]["command"]
