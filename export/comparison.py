@@ -18,12 +18,14 @@ drift from the float32 reference ("drift": the share of candidates and peaks kep
 score errors) against looser, stated tolerances. A new precision is one row in that table.
 
 Noise floor: two float32 runs of one network differ by rounding, and a deep network with random
-weights amplifies that rounding layer by layer (measured: PyTorch at 1 vs 2 threads on the
-random s network at 576x320 differs by 0.03 px in boxes and 4e-5 in density, about a third of
-what ONNX Runtime differs). The verify run therefore measures the reference against itself at
-another thread count (`NoiseFloor`) and widens each stated limit to NOISE_FACTOR times that
-noise where the noise is larger (reference_tiny.md set its tolerances 3-5x above such reruns).
-For a network whose float32 noise is small, the stated limits stand.
+weights amplifies that rounding layer by layer. The verify run therefore measures the reference
+against itself at another thread count (`NoiseFloor`) and widens each stated limit to
+NOISE_FACTOR times that noise where the noise is larger. Measured (ONNX Runtime's error over
+that rerun noise, worst output): 2.3-3.2x on the random s network at 576 x 320, 4.7x on the
+random l network at 1088 x 608, whose rerun noise alone reaches 1.8 px in boxes and 1.3e-3 in
+scores. ONNX Runtime's kernels differ from PyTorch's more than a thread count does, hence a
+factor of 10. Errors of a wrong formula are orders of magnitude larger (reference_tiny.md,
+"What it tells apart"); for a network whose float32 noise is small, the stated limits stand.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ PAIRING_CHUNK = 64
 # A paired cost at or below this is a match (costs are gaps divided by their gates).
 MATCH_COST_LIMIT = 1.0
 # Stated limits widen to this many times the reference's own float32 noise where that is larger.
-NOISE_FACTOR = 5.0
+NOISE_FACTOR = 10.0
 # |dot - 1| below which an engine row counts as a copy of a unit map row (float32 rounding of 512 terms).
 COPY_DOT_TOLERANCE = 1e-5
 
@@ -90,8 +92,10 @@ class ComparisonMode:
     tolerance: Tolerance
 
 
-# fp32: the issue's limits (scores, density and heat 1e-4, every box within 0.05 px, cosine >
-# 0.9999); ranked lists equal as sets up to ties within 1e-4 (reference_tiny.md).
+# fp32: the issue's limits (scores, density and heat 1e-4, boxes 0.05 px, cosine > 0.9999) with
+# reference_tiny.md's relative term for boxes (0.05 px + 1e-4 x the larger side: two float32 runs
+# of the reference differ by 0.05 px on its 2000 px boxes); ranked lists equal as sets up to ties
+# within 1e-4 (reference_tiny.md, "Comparing candidates").
 # fp16: drift from the float32 reference. export-and-tensorrt-notes.md measured 0.99-1.0 of the
 # top-100 peaks and 0.999 of the top-1000 candidates kept on shallow pattern modules; these
 # limits leave room for a deep network (the tiny reference fixture keeps 0.995 / 1.0). Deep
@@ -102,7 +106,7 @@ COMPARISON_MODES: dict[str, ComparisonMode] = {
     "fp32": ComparisonMode(
         "parity",
         "ONNX Runtime vs the PyTorch reference, float32 rounding only",
-        Tolerance(score_abs=1e-4, box_px=0.05, box_rel=0.0, box_share=1.0, cosine_min=0.9999, feature_rel=1e-4,
+        Tolerance(score_abs=1e-4, box_px=0.05, box_rel=1e-4, box_share=1.0, cosine_min=0.9999, feature_rel=1e-4,
                   tie_band=1e-4, kept_min=1.0, extra_max=0.0, match_box_px=1.0, match_box_rel=0.0, match_score=1e-3),
     ),
     "fp16": ComparisonMode(

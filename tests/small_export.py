@@ -4,8 +4,8 @@
   0.125: P3/P4/P5 channels 32/64/128, re-check channel base 32, the reference fixture's shape) at
   320 x 192, K 1000, P 100, max batch 4, max tracklets 64. About 15 s per precision on the
   2-core CI machine; ONNX Runtime runs a frame in tens of milliseconds.
-- `fixture_export()`: the reference fixture checkpoint (reference_tiny.pt) at its 576 x 320
-  (skips the test, with the reason, when the fixture is absent).
+- `fixture_export(precision)`: the reference fixture checkpoint (reference_tiny.pt) at its
+  576 x 320 (skips the test, with the reason, when the fixture is absent).
 
 Callers must not modify these folders: copy them first (`copy_export`).
 """
@@ -72,13 +72,15 @@ def fixture_checkpoint() -> Any:
     return load_checkpoint(fixture_path("reference_tiny.pt"), input_hw=(height, width))
 
 
-@lru_cache(maxsize=1)
-def fixture_export() -> Path:
-    """Folder with the fp32 export of reference_tiny.pt at 576 x 320."""
+@lru_cache(maxsize=None)
+def fixture_export(precision: str = "fp32") -> Path:
+    """Folder with the export of reference_tiny.pt at 576 x 320 ("fp32" or "fp16")."""
+    from dataclasses import replace
+
     from omc.export.onnx_export import export_engines
 
-    out = _root() / "fixture_fp32"
-    export_engines(fixture_checkpoint(), FIXTURE_CONFIG, out)
+    out = _root() / f"fixture_{precision}"
+    export_engines(fixture_checkpoint(), replace(FIXTURE_CONFIG, precision=precision), out)
     return out
 
 
