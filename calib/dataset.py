@@ -229,6 +229,31 @@ class CalibrationSet:
         )
 
 
+def holdout_frames(meta: EngineMeta, limit: int) -> list[U8]:
+    """The held-out frames (uint8 [H, W, 3] each, at most `limit`) of the calibration set an INT8
+    export was made with, as recorded in its export.json; [] when that set is gone or changed.
+
+    INT8 ranges hold for frames like the calibration frames, so an INT8 export is judged on these
+    (`omc verify`): frames unlike the footage (e.g. synthetic noise) drive activations past the
+    calibrated ranges and measure something else.
+    """
+    record = meta.extra.get("int8", {}).get("calibration", {})
+    path = Path(record.get("path", ""))
+    if not record.get("path") or not path.is_file():
+        log.warning("the calibration set of this INT8 export (%s) is not available; pass frames like its "
+                    "calibration footage (--frames)", record.get("path") or "not recorded")
+        return []
+    if file_sha256(path) != record.get("sha256"):
+        log.warning("%s changed since this INT8 export was calibrated with it; its held-out frames are not used", path)
+        return []
+    images = CalibrationSet.load(path).holdout_images
+    if len(images) == 0 or tuple(images.shape[1:3]) != tuple(meta.input_hw):
+        log.warning("%s has no held-out frames of this export's input size", path)
+        return []
+    log.info("judging on %d held-out frame(s) of the calibration set %s", min(limit, len(images)), path)
+    return [images[i] for i in range(min(limit, len(images)))]
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:

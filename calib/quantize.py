@@ -404,6 +404,7 @@ def _int8_record(
         "bias": "int32" if target.quantize_bias else "float",
         "calibration": {
             "file": calib_file.name,
+            "path": str(calib_file.resolve()),
             "sha256": file_sha256(calib_file),
             "method": config.method,
             "frames": int(len(calibration.images)),

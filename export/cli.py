@@ -354,6 +354,11 @@ def _verify_folder(folder: Path, meta: Any, loaded: "LoadedCheckpoint", args: ar
 
     counts: Sequence[int] = parse_tracklet_counts(args.tracklets, meta.max_tracklets)
     frames = _verify_frames(args, tuple(meta.input_hw))
+    if args.frames is None and meta.precision == "int8":
+        # INT8 ranges hold for frames like the calibration footage: its held-out frames (omc.calib).
+        from omc.calib.dataset import holdout_frames
+
+        frames = holdout_frames(meta, args.max_frames) or frames
     if args.backend == "trt":
         from omc.errors import CheckFailed
         from omc.export.trt.verify import compare_trt_with_onnxruntime

@@ -1,8 +1,7 @@
 """Shared material of the calibration tests, made once per test session.
 
-- `tiny_export()`: a real `omc export` (omc.export.onnx_export) of a seeded random network with
-  the tiny test config (width 0.125, re-check channel base 32) at 320 x 192, K 64, P 16: about
-  20 s to export on the 2-core CI machine, milliseconds per frame.
+- `tiny_export()`: a copy of the shared small `omc export` (tests/small_export.py: seeded random
+  weights, tiny test config, 320 x 192, K 1000, P 100).
 - `write_frames(folder, count)`: textured synthetic BGR frames (smooth noise, ramps, blobs; a
   frame's mean grey level rises with its number), seeded.
 - `numbered_frames(folder, count)`: flat frames whose blue value is the frame number, so a stored
@@ -22,10 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from omc.config import CalibConfig, ExportConfig
+from omc.config import CalibConfig
 
-TINY_SIZE = (320, 192)  # (W, H)
-TINY_SEED = 0
 FRAME_SIZE = (480, 270)  # (W, H) of the synthetic source frames: letterboxing pads them
 # The calibration of the tiny export used by the quantization tests.
 TINY_CALIB = CalibConfig(frames=12, holdout_frames=4, recheck_frames=4, tracker_warmup_frames=2)
@@ -44,18 +41,11 @@ def _session_root() -> Path:
 
 @lru_cache(maxsize=1)
 def tiny_export() -> Path:
-    """Folder with export.json, detector.onnx and recheck.onnx of the tiny random network."""
-    import reference_layout as ref  # tests/ is on sys.path through its conftest.py
-    from omc.export.checkpoint import random_checkpoint
-    from omc.export.model import architecture_from_config
-    from omc.export.onnx_export import export_engines
+    """A copy of the shared small export (tests/small_export.py: the tiny test config at 320 x 192);
+    copied because quantizing caches activation ranges inside the export's folder."""
+    from small_export import copy_export, small_export  # tests/ is on sys.path through its conftest.py
 
-    width, height = TINY_SIZE
-    arch = architecture_from_config(ref.TINY_CONFIG, recheck_channels=32)
-    loaded = random_checkpoint(arch, seed=TINY_SEED, input_hw=(height, width))
-    out = _session_root() / "tiny"
-    export_engines(loaded, ExportConfig(img_size=TINY_SIZE, topk=64, peaks=16, max_tracklets=64), out, seed=TINY_SEED)
-    return out
+    return copy_export(small_export(), _session_root() / "small")
 
 
 def write_frames(folder: Path, count: int, seed: int = 0) -> Path:

@@ -98,3 +98,31 @@ def test_report_refuses_a_float_folder(tmp_path: Path) -> None:
     line = _one_line_error(_omc("int8-report", "--onnx", str(tiny_export()), "--calib", str(tiny_calibration()),
                                 "--int8", str(tiny_export())))  # fmt: skip
     assert "not INT8 graphs; run omc quantize first" in line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["cpu", "tensorrt"])
+def test_verify_judges_int8_exports_on_the_held_out_frames(target: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["verify", "--onnx", str(tiny_int8()[target]), "--max-frames", "4", "--tracklets", "1,16"])
+    captured = capsys.readouterr()  # omc.cli sends the log to stderr
+    assert "judging on 4 held-out frame(s) of the calibration set" in captured.err
+    assert "(int8, drift): 4 frame(s)" in captured.out
+    assert status == 0 and captured.out.rstrip().endswith("PASSED")
+
+
+def test_held_out_frames_are_not_used_when_the_set_is_gone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import shutil
+    from dataclasses import replace
+
+    from omc.calib.dataset import holdout_frames
+
+    meta = EngineMeta.load(tiny_int8()["cpu"])
+    assert len(holdout_frames(meta, 3)) == 3
+    moved = shutil.copy(tiny_calibration(), tmp_path / "calib.npz")
+    record = json.loads(json.dumps(meta.extra))
+    record["int8"]["calibration"]["path"] = str(tmp_path / "gone.npz")
+    assert holdout_frames(replace(meta, extra=record), 3) == []
+    record["int8"]["calibration"]["path"] = str(moved)
+    record["int8"]["calibration"]["sha256"] = "0" * 64
+    assert holdout_frames(replace(meta, extra=record), 3) == []
+    assert "is not available" in caplog.text and "changed since" in caplog.text
