@@ -12,7 +12,7 @@ re-check peaks) go through:
   omc.benchmarks.reference_tracker), only when a checkout of it is given.
 
 Each reports median and p90 per frame after a warm-up, and the output track ids of every timed
-frame, so the three can be checked to agree. This replaces tests/host_postprocess_timing.py.
+frame, so the three can be checked to agree.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A `FramePipeline` exposes the stages `omc.benchmarks.runner` times one by one: letterbox,
 to_device (h2d), detect, recheck (with given tracklets), to_host (d2h) and detections (NMS +
-fusion); association is the runtime's for every backend (`DetectionsTracker`). Two kinds:
+fusion); association is the runtime's for every backend (`Tracker.update_from_detections`). Two kinds:
 
 - `EnginePipeline`: the exported engines through an omc runtime backend (ONNX Runtime fp32 or
   INT8 on the CPU, TensorRT on a GPU) and the runtime's NumPy host code: exactly what

@@ -17,7 +17,7 @@ reference's order and form (omc-reference.md sections 1-4), not with the referen
    cython_bbox), then association.
 
 Association (Kalman, embedding and IoU matching, life cycle) is the runtime's own
-(`DetectionsTracker`), so the decisions of this path equal the runtime's whenever the networks
+(`Tracker.update_from_detections`), so the decisions of this path equal the runtime's whenever the networks
 agree: the comparison isolates what the engines and the host code around them change. The
 reference's per-tracklet Python loop in step 3 is vectorised here (the network's
 `aggregate_similarity`), and boxes map back to the frame with the runtime's exact letterbox
@@ -42,9 +42,9 @@ from omc.runtime.detections import FrameDetections, unit_rows
 from omc.runtime.fusion import fuse_transductive
 from omc.runtime.letterbox import LetterboxTransform, letterbox
 from omc.runtime.tracker import STAGES as TRACKER_STAGES
+from omc.runtime.tracker import Tracker
 from omc.runtime.tracks import Track
 
-from omc.benchmarks.association import DetectionsTracker
 
 if TYPE_CHECKING:
     import torch
@@ -307,7 +307,7 @@ class TorchReferencePath:
         )
 
 
-class TorchReferenceTracker(DetectionsTracker):
+class TorchReferenceTracker(Tracker):
     """The whole tracker on the PyTorch eager path: `update(frame)` like the runtime's `Tracker`.
 
     The tracklet pool (tracked, confirmed tracks with a stored feature) goes to the re-check as in
@@ -317,7 +317,7 @@ class TorchReferenceTracker(DetectionsTracker):
 
     def __init__(self, path: TorchReferencePath, config: TrackerConfig = TrackerConfig(), frame_rate: float = 30.0) -> None:
         meta = path.meta()
-        super().__init__(_TorchOnly(), None, meta, config, frame_rate)
+        super().__init__(None, None, meta, config, frame_rate)
         self.path = path
 
     def update(self, frame_bgr: npt.NDArray[np.uint8]) -> list[Track]:
@@ -330,8 +330,8 @@ class TorchReferenceTracker(DetectionsTracker):
         outputs = self.path.detect(tensor)
         detector_ms = _since(start)
         tracks = self.update_from_network(outputs, transform)
-        self._add_timing("letterbox", letterbox_ms)
-        self._add_timing("detector", detector_ms)
+        self._record("letterbox", letterbox_ms)
+        self._record("detector", detector_ms)
         return tracks
 
     def update_from_network(
@@ -354,25 +354,11 @@ class TorchReferenceTracker(DetectionsTracker):
         elif pool:
             tracklets = torch.from_numpy(np.array([t.smooth_feature for t in pool], np.float32))
             peaks = self.path.recheck(outputs, tracklets)
-        self._add_timing("recheck", _since(start))
+        self._record("recheck", _since(start))
         start = time.perf_counter()
         detections = self.path.detections(outputs, peaks, transform)
-        self._add_timing("nms_fusion", _since(start))
-        start = time.perf_counter()
-        tracks = self.track_detections(detections)
-        self._add_timing("association", _since(start))
-        return tracks
-
-    def _add_timing(self, stage: str, ms: float) -> None:
-        self.last_timings_ms[stage] = ms
-        self.total_timings_ms[stage] += ms
-
-
-class _TorchOnly:
-    """The detector slot of a TorchReferenceTracker: the network runs through its path instead."""
-
-    def infer(self, feeds: object) -> dict[str, np.ndarray]:
-        raise BadInput("TorchReferenceTracker runs its network itself; call update(frame)")
+        self._record("nms_fusion", _since(start))
+        return self.update_from_detections(detections)
 
 
 def _since(start: float) -> float:

@@ -29,7 +29,7 @@ import numpy as np
 from omc.config import BenchConfig
 from omc.errors import BadInput
 
-from omc.benchmarks.association import DetectionsTracker
+from omc.benchmarks.association import detections_tracker
 from omc.benchmarks.pipelines import FramePipeline, FrameBGR
 from omc.benchmarks.stages import STAGES, FrameTimings, StageStats, fps_from, summarize
 
@@ -169,7 +169,7 @@ def _omc_pass(
     run: BackendRun, progress: Callable[[int], None],
 ) -> Any:
     """OMC frames (one re-check call at the headline n); the sweep's calls after each frame's host stages."""
-    tracker = DetectionsTracker.for_meta(pipeline.meta, pipeline.config)
+    tracker = detections_tracker(pipeline.meta, pipeline.config)
     largest = max([headline, *sweep])
     prepared = None
     for index in range(config.warmup + config.frames):
@@ -194,7 +194,7 @@ def _omc_pass(
         t5 = _clock()
         detections = pipeline.detections(host_detected, host_rechecked, prepared.transform)
         t6 = _clock()
-        tracker.track_detections(detections)
+        tracker.update_from_detections(detections)
         t7 = _clock()
         sweep_ms = {n: _time_recheck(pipeline, detected, cells, n) for n in sweep}
         if index >= config.warmup:
@@ -222,7 +222,7 @@ def _cstrack_pass(
     progress: Callable[[int], None],
 ) -> None:
     """The same engines as CSTrack: no re-check call at all."""
-    tracker = DetectionsTracker.for_meta(pipeline.meta, pipeline.config)
+    tracker = detections_tracker(pipeline.meta, pipeline.config)
     for index in range(config.warmup + config.frames):
         t0 = _clock()
         prepared = pipeline.letterbox(next(frames))
@@ -235,7 +235,7 @@ def _cstrack_pass(
         t4 = _clock()
         detections = pipeline.detections(host_detected, None, prepared.transform)
         t5 = _clock()
-        tracker.track_detections(detections)
+        tracker.update_from_detections(detections)
         t6 = _clock()
         if index >= config.warmup:
             run.cstrack.add({

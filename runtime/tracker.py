@@ -21,7 +21,7 @@ run in one process; `reset()` starts a new stream with ids from 1. Memory is bou
 leaves the tracker once the reference could no longer match it.
 
 Host cost: NMS, fusion and association take about 1.8 ms per frame at 50 tracks and 100
-candidates on one core of the 2-core CI machine (tests/host_postprocess_timing.py). NumPy's
+candidates on one core of the 2-core CI machine (`omc bench`, host post-processing table). NumPy's
 OpenBLAS may split the [tracks, 512] x [512, detections] product over threads; on a CPU busy
 with inference that cost 10x in a measurement here. Embedding apps that run the detector on the
 same CPU should set OPENBLAS_NUM_THREADS=1 (or limit BLAS threads with threadpoolctl).
@@ -41,6 +41,7 @@ import numpy.typing as npt
 from omc import contract
 from omc.config import TrackerConfig
 from omc.contract import EngineMeta
+from omc.errors import OmcError
 from omc.runtime.assign import cosine_distance, gate_and_fuse_motion, iou_distance, linear_assignment
 from omc.runtime.boxes import tlwh_to_xyxy, xyah_to_tlwh, xyah_to_xyxy
 from omc.runtime.detections import FrameDetections, frame_detections, unit_rows
@@ -64,7 +65,8 @@ class Tracker:
 
     detector / recheck: objects with `infer(feeds) -> dict` keyed by engine-contract names
     (a `Backend`, a remote client, a test double). recheck=None, or config.recheck False, runs
-    the CSTrack baseline. A `Backend` that is not active yet is activated here and deactivated
+    the CSTrack baseline. detector=None makes a tracker that is fed detections
+    (`update_from_detections`) instead of frames. A `Backend` that is not active yet is activated here and deactivated
     by `close()`. meta: the engines' export.json. frame_rate: frames per second of the stream
     (the lost-track buffer is config.track_buffer at 30 fps, scaled).
 
@@ -75,7 +77,7 @@ class Tracker:
 
     def __init__(
         self,
-        detector: InferenceBackend,
+        detector: InferenceBackend | None,
         recheck: InferenceBackend | None,
         meta: EngineMeta,
         config: TrackerConfig = TrackerConfig(),
@@ -171,6 +173,8 @@ class Tracker:
 
     def update_letterboxed(self, images: npt.NDArray[np.uint8], transform: LetterboxTransform) -> list[Track]:
         """Track one already letterboxed frame: images uint8 [1, H, W, 3]; transform maps boxes back."""
+        if self.detector is None:
+            raise OmcError("this tracker has no detector engine; feed it detections (update_from_detections)")
         start = time.perf_counter()
         detector_outputs = self.detector.infer({contract.IMAGES: images})
         detector_ms = (time.perf_counter() - start) * 1e3
@@ -184,20 +188,26 @@ class Tracker:
         detector_outputs: the detector's outputs for this frame (batch of 1), arrays or device
         handles. transform: maps network pixels to frame pixels.
         """
-        self._frame_id += 1
-        self.frames += 1
         self.last_timings_ms = dict.fromkeys(STAGES, 0.0)
-        self.last_events = []
-
         start = time.perf_counter()
         recheck_outputs = self._recheck_step(detector_outputs)
         self._record("recheck", (time.perf_counter() - start) * 1e3)
 
         start = time.perf_counter()
         detections = frame_detections(detector_outputs, recheck_outputs, transform, self.config)
-        self.last_detections = detections
         self._record("nms_fusion", (time.perf_counter() - start) * 1e3)
+        return self.update_from_detections(detections)
 
+    def update_from_detections(self, detections: FrameDetections) -> list[Track]:
+        """Steps 3-8 on one frame's ready detections (frame pixels; basic by score, then fused
+        re-check boxes): association, new tracks, life cycle. Returns the frame's confirmed tracks.
+
+        For apps and benchmarks that run the engines and NMS elsewhere; `update` ends here too.
+        """
+        self._frame_id += 1
+        self.frames += 1
+        self.last_events = []
+        self.last_detections = detections
         start = time.perf_counter()
         outputs = self._associate(detections)
         self._record("association", (time.perf_counter() - start) * 1e3)

@@ -151,6 +151,10 @@ class OnnxRuntimeBackend(Backend):
     device_outputs: outputs returned as OrtTensor handles instead of NumPy arrays; by default
     the detector's maps that feed the re-check, none for the re-check.
     device_id: the GPU for "cuda" / "tensorrt".
+    allow_spinning: let idle intra-op threads spin. Off by default: the detector and re-check
+    sessions alternate, and each session's spinning pool steals the cores the other needs
+    (measured on 2 cores: detector 1132 -> 1085 ms and re-check 116 -> 89 ms for OMC-L with
+    spinning turned off).
     """
 
     ENGINES = ("detector", "recheck")
@@ -165,6 +169,7 @@ class OnnxRuntimeBackend(Backend):
         intra_op_threads: int = 0,
         device_outputs: tuple[str, ...] | None = None,
         device_id: int = 0,
+        allow_spinning: bool = False,
     ) -> None:
         if engine not in self.ENGINES:
             raise BadInput(f"engine '{engine}' is not one of {', '.join(self.ENGINES)}")
@@ -184,6 +189,7 @@ class OnnxRuntimeBackend(Backend):
         self.device = device
         self.device_id = device_id
         self.intra_op_threads = intra_op_threads
+        self.allow_spinning = allow_spinning
         self.device_outputs = default_device_outputs if device_outputs is None else tuple(device_outputs)
         unknown = [n for n in self.device_outputs if n not in outputs]
         if unknown:
@@ -209,6 +215,7 @@ class OnnxRuntimeBackend(Backend):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = self.intra_op_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         options.log_severity_level = _ORT_LOG_SEVERITY_ERROR
         provider_options = [{"device_id": self.device_id} if p != "CPUExecutionProvider" else {} for p in providers]
         try:
