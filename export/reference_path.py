@@ -61,10 +61,19 @@ class ReferenceHeatmap:
     suppressed: F32
 
 
-def network_input(images: npt.NDArray[np.uint8]) -> torch.Tensor:
-    """uint8 [B, H, W, 3] BGR -> float32 [B, 3, H, W] RGB / 255, as the reference's host code."""
+def network_input(images: npt.NDArray[np.uint8], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 [B, H, W, 3] BGR -> [B, 3, H, W] RGB / 255 (divided in float32, as the reference's
+    host code, then cast to `dtype`)."""
     rgb = np.ascontiguousarray(images[..., ::-1])
-    return torch.from_numpy(rgb).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    return (torch.from_numpy(rgb).permute(0, 3, 1, 2).to(torch.float32) / 255.0).to(dtype)
+
+
+def _dtype(network: OMCNetwork) -> torch.dtype:
+    return next(network.parameters()).dtype
+
+
+def _host(tensor: torch.Tensor) -> F32:
+    return tensor.to(torch.float32).numpy()
 
 
 def candidate_corners(candidates: F32) -> F32:
@@ -84,28 +93,32 @@ def centre_cells(corners: F32, stride: int, map_hw: tuple[int, int]) -> I64:
 
 
 def reference_detector(network: OMCNetwork, images: npt.NDArray[np.uint8]) -> list[ReferenceFrame]:
-    """Run the eager network on uint8 [B, H, W, 3] BGR images; one ReferenceFrame per image."""
+    """Run the eager network on uint8 [B, H, W, 3] BGR images; one ReferenceFrame per image.
+
+    The network computes in its own dtype (float32; a float64 copy measures float32's rounding);
+    every array is returned in float32.
+    """
     stride = network.model.level_strides[0]
     with torch.no_grad():
-        outputs = network.forward_detector(network_input(images))
+        outputs = network.forward_detector(network_input(images, _dtype(network)))
         id_unit = network.normalize_id_map(outputs.id_map)
         boxes = None
         if outputs.siambox_raw is not None:
             boxes = network.decode_recheck_boxes(outputs.siambox_raw)
     frames = []
     for item in range(images.shape[0]):
-        candidates = outputs.candidates[item].numpy()
+        candidates = _host(outputs.candidates[item])
         corners = candidate_corners(candidates)
-        unit = id_unit[item].numpy()
+        unit = _host(id_unit[item])
         frames.append(
             ReferenceFrame(
                 corners=corners,
                 scores=(candidates[:, 4] * candidates[:, 5]).astype(np.float32),
                 cells=centre_cells(corners, stride, unit.shape[:2]),
-                density=outputs.dense[item, 0].reshape(-1).numpy(),
+                density=_host(outputs.dense[item, 0].reshape(-1)),
                 id_unit=unit,
-                recheck_features=None if outputs.recheck_features is None else outputs.recheck_features[item].numpy(),
-                recheck_boxes=None if boxes is None else boxes[item].numpy(),
+                recheck_features=None if outputs.recheck_features is None else _host(outputs.recheck_features[item]),
+                recheck_boxes=None if boxes is None else _host(boxes[item]),
                 stride=stride,
             )
         )
@@ -115,13 +128,17 @@ def reference_detector(network: OMCNetwork, images: npt.NDArray[np.uint8]) -> li
 def reference_heatmap(
     network: OMCNetwork, frame: ReferenceFrame, tracklets: F32, radius: int, window: str, global_point: bool
 ) -> ReferenceHeatmap:
-    """M_p of one image for tracklets [n, E] float32, and its 3 x 3 peak-suppressed copy."""
+    """M_p of one image for tracklets [n, E] float32, and its 3 x 3 peak-suppressed copy
+    (computed in the network's dtype, returned in float32)."""
     if frame.recheck_features is None:
         raise ValueError("the reference frame has no re-check features (a network without re-check)")
+    dtype = _dtype(network)
     with torch.no_grad():
-        id_unit = torch.from_numpy(frame.id_unit)[None]
-        aggregated = network.aggregate_similarity(id_unit, torch.from_numpy(tracklets), radius, window, global_point)
-        heat = network.recheck_heatmap(aggregated, torch.from_numpy(frame.recheck_features)[None])
+        id_unit = torch.from_numpy(frame.id_unit).to(dtype)[None]
+        aggregated = network.aggregate_similarity(
+            id_unit, torch.from_numpy(tracklets).to(dtype), radius, window, global_point
+        )
+        heat = network.recheck_heatmap(aggregated, torch.from_numpy(frame.recheck_features).to(dtype)[None])
         pooled = F.max_pool2d(heat, PEAK_WINDOW, stride=1, padding=PEAK_WINDOW // 2)
         suppressed = heat * (heat == pooled).to(heat.dtype)
-    return ReferenceHeatmap(heat[0, 0].numpy(), suppressed[0, 0].numpy())
+    return ReferenceHeatmap(_host(heat[0, 0]), _host(suppressed[0, 0]))

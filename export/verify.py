@@ -13,16 +13,15 @@ on its drift from float32.
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from omc import contract
 from omc.contract import EngineMeta
@@ -95,7 +94,7 @@ class VerifyReport:
         lines = [
             f"{self.mode.description} ({self.precision}, {self.mode.name}): {self.frames} frame(s), "
             f"tracklet counts {counts}, {self.seconds:.1f} s",
-            f"reference float32 noise (rerun at another thread count): boxes {noise.box_px:.3g} px, "
+            f"reference float32 noise (float32 vs float64 reference): boxes {noise.box_px:.3g} px, "
             f"scores {noise.score_abs:.3g}, cosine gap {noise.cosine_gap:.3g}, features {noise.feature_rel:.3g}; "
             f"limits are the stated ones or {NOISE_FACTOR:g}x this noise, whichever is larger",
             f"{'output':<22} {'max abs':>10} {'max rel':>10}  {'judged':<12} {'worst':>10}  {'limit':<11} result",
@@ -119,15 +118,10 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def other_thread_count() -> Iterator[None]:
-    """Run PyTorch at another intra-op thread count (1, or 2 when it already is 1), then restore it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1 if before > 1 else 2)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def float64_copy(network: OMCNetwork) -> OMCNetwork:
+    """A float64 deep copy of the reference network: its outputs minus the float32 ones are the
+    float32 rounding of the reference itself (the noise floor)."""
+    return copy.deepcopy(network).double()
 
 
 def ort_sessions(engine_dir: Path, meta: EngineMeta, threads: int = 0) -> tuple[Any, Any | None]:
@@ -179,17 +173,18 @@ def check_frames(frames: Sequence[U8], meta: EngineMeta) -> np.ndarray:
 def reference_side(
     network: OMCNetwork, images: U8, meta: EngineMeta, counts: Sequence[int], seed: int
 ) -> tuple[list[ReferenceFrame], list[RecheckCase], NoiseFloor]:
-    """The reference's outputs for every frame and re-check case, and its float32 noise floor."""
+    """The reference's outputs for every frame and re-check case, and its float32 noise floor
+    (the float32 reference against a float64 copy on the same inputs)."""
+    precise = float64_copy(network)
     frames: list[ReferenceFrame] = []
+    precise_frames: list[ReferenceFrame] = []
     noise = NoiseFloor()
     for start in range(0, len(images), meta.max_batch):
         batch = images[start : start + meta.max_batch]
-        first = reference_detector(network, batch)
-        with other_thread_count():
-            second = reference_detector(network, batch)
-        for a, b in zip(first, second):
-            noise = noise.worst(detector_noise(a, b))
-        frames += first
+        frames += reference_detector(network, batch)
+        precise_frames += reference_detector(precise, batch)
+    for first, second in zip(frames, precise_frames):
+        noise = noise.worst(detector_noise(first, second))
     cases: list[RecheckCase] = []
     if meta.has_recheck:
         window = (meta.shrink_radius, meta.shrink_window, meta.global_point)
@@ -200,8 +195,7 @@ def reference_side(
                 if len(tracklets.vectors) == 0:
                     continue
                 heat = reference_heatmap(network, ref, tracklets.vectors, *window)
-                with other_thread_count():
-                    again = reference_heatmap(network, ref, tracklets.vectors, *window)
+                again = reference_heatmap(precise, precise_frames[index], tracklets.vectors, *window)
                 noise = noise.worst(heatmap_noise(heat, again))
                 cases.append(RecheckCase(index, tracklets.vectors, heat))
     return frames, cases, noise

@@ -68,8 +68,10 @@ def test_fixture_export_matches_the_pytorch_reference(fixture_outputs: dict[str,
     frames = [fixture_outputs["image_bgr_u8"], *generated_frames((320, 576), 1)]
     report = verify_export(fixture_export(), fixture_checkpoint().network, frames, (1, 8, 512))
     assert_parity(report)
-    # This network's float32 noise is small: the stated limits stand, unwidened.
-    assert report.tolerance == FP32
+    # This network's float32 noise (float32 vs float64 reference) is small: the stated score,
+    # heat and embedding limits stand unwidened.
+    assert (report.tolerance.score_abs, report.tolerance.cosine_min) == (FP32.score_abs, FP32.cosine_min)
+    assert report.noise.box_px < 0.05 and report.noise.score_abs < 2.5e-5
     stats = rows(report)
     assert stats[contract.DET_BOXES].max_abs <= 0.05  # type: ignore[attr-defined]
     assert stats[contract.TRANS_BOXES].max_abs <= 0.05  # type: ignore[attr-defined]
