@@ -2,8 +2,10 @@
 
 The graphs are the modules of omc.export.graphs, traced by one of two exporter routes:
 - "dynamo" (opset 18 and up, the default): torch.onnx.export(dynamo=True), the exporter PyTorch
-  maintains. It exported every pattern of the contract (export-and-tensorrt-notes.md); asked
-  for opset 17 it wrote an invalid ReduceMax, hence the second route;
+  maintains. It exports every pattern of the contract (export-and-tensorrt-notes.md). Asked for
+  opset 17 it exports at 18 and its down-conversion fails on the reductions' axes inputs
+  (torch 2.13: "axes_input_to_attribute ... No initializer or constant input"), leaving opset 18,
+  hence the second route;
 - "torchscript" (opset 17, for TensorRT versions that stop there, e.g. JetPack 5's TensorRT 8.5):
   the legacy tracing exporter.
 Each graph is then simplified with onnxslim (constant folding, dead-node removal), its inputs
@@ -263,14 +265,18 @@ def _trace(
         if program is None:  # not expected with dynamo=True
             raise OmcError("torch.onnx.export returned no program")
         model: onnx.ModelProto = program.model_proto
+        written = {o.domain: o.version for o in model.opset_import}.get("", 0)
+        if written != opset:
+            raise OmcError(f"the exporter wrote opset {written} instead of the requested {opset}")  # a bug in omc
         return model
-    buffer = io.BytesIO()
     axes = {name: {axis: symbol} for name, (axis, symbol, _) in dynamic_axes.items()}
-    torch.onnx.export(
-        module, args, buffer, dynamo=False, opset_version=opset, input_names=names,
-        output_names=list(output_names), dynamic_axes=axes, do_constant_folding=True,
-    )  # fmt: skip
-    return onnx.load_from_string(buffer.getvalue())
+    with tempfile.TemporaryDirectory(prefix="omc-trace-") as folder:
+        path = Path(folder) / "graph.onnx"
+        torch.onnx.export(
+            module, args, str(path), dynamo=False, opset_version=opset, input_names=names,
+            output_names=list(output_names), dynamic_axes=axes, do_constant_folding=True,
+        )  # fmt: skip
+        return onnx.load(str(path))
 
 
 def _set_signature(values: Sequence[onnx.ValueInfoProto], specs: Mapping[str, TensorSpec], kind: str) -> None:
