@@ -107,6 +107,21 @@ def box_iou(a: FloatArray, b: FloatArray, *, plus_one: bool = False) -> FloatArr
     return _iou_of_columns(_columns(a, dtype), _columns(b, dtype), 1.0 if plus_one else 0.0)
 
 
+def _diou_of_columns(iou: FloatArray, ca: FloatArray, cb: FloatArray, exponent: float) -> FloatArray:
+    """IoU - (d^2 / (c^2 + eps)) ** exponent from [4, ...] column sets that broadcast against each other.
+
+    The one place the DIoU formula is written: `box_diou` (every pair) and `paired_diou` (chosen
+    pairs) both call it, so their values agree bit for bit.
+    """
+    dtype = iou.dtype
+    dx = (cb[0] + cb[2]) / 2 - (ca[0] + ca[2]) / 2
+    dy = (cb[1] + cb[3]) / 2 - (ca[1] + ca[3]) / 2
+    ew = np.maximum(ca[2], cb[2]) - np.minimum(ca[0], cb[0])
+    eh = np.maximum(ca[3], cb[3]) - np.minimum(ca[1], cb[1])
+    ratio = (dx * dx + dy * dy) / (ew * ew + eh * eh + dtype.type(DIOU_DIAGONAL_EPS))
+    return iou - ratio ** dtype.type(exponent)
+
+
 def box_diou(a: FloatArray, b: FloatArray, *, exponent: float) -> FloatArray:
     """Distance-IoU of every box in `a` with every box in `b`, as the reference's cluster NMS uses it.
 
@@ -119,13 +134,18 @@ def box_diou(a: FloatArray, b: FloatArray, *, exponent: float) -> FloatArray:
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype)
     ca, cb = _columns(a, dtype), _columns(b, dtype)
-    iou = _iou_of_columns(ca, cb, 0.0)
-    dx = ((cb[0] + cb[2]) / 2)[None, :] - ((ca[0] + ca[2]) / 2)[:, None]
-    dy = ((cb[1] + cb[3]) / 2)[None, :] - ((ca[1] + ca[3]) / 2)[:, None]
-    ew = np.maximum(ca[2][:, None], cb[2][None, :]) - np.minimum(ca[0][:, None], cb[0][None, :])
-    eh = np.maximum(ca[3][:, None], cb[3][None, :]) - np.minimum(ca[1][:, None], cb[1][None, :])
-    ratio = (dx * dx + dy * dy) / (ew * ew + eh * eh + dtype.type(DIOU_DIAGONAL_EPS))
-    return iou - ratio ** dtype.type(exponent)
+    return _diou_of_columns(_iou_of_columns(ca, cb, 0.0), ca[:, :, None], cb[:, None, :], exponent)
+
+
+def paired_diou(a: FloatArray, b: FloatArray, iou: FloatArray, *, exponent: float) -> FloatArray:
+    """Distance-IoU of each box a[k] with its partner b[k], given their plain IoU.
+
+    a, b: [K, 4] corners, pixels.  iou: [K], the pairs' IoU as `box_iou` (plain widths) gives it.
+    Returns [K] in the dtype `box_diou` would use, equal bit for bit to its entries for those
+    pairs: NMS computes the cheap IoU of every pair and this costlier term only where it can decide.
+    """
+    dtype = np.result_type(np.asarray(a).dtype, np.asarray(b).dtype, np.float32)
+    return _diou_of_columns(np.asarray(iou, dtype), _columns(a, dtype), _columns(b, dtype), exponent)
 
 
 def centre_cells(boxes: FloatArray, map_hw: tuple[int, int], stride: int = 8) -> npt.NDArray[np.int64]:
