@@ -263,7 +263,8 @@ def _register_verify(subparsers: argparse._SubParsersAction) -> None:
                              "checkpoint is exported to a temporary folder first")
     add_weights_arguments(parser, positional=False)
     parser.add_argument("--frames", type=Path, metavar="SOURCE",
-                        help="video, image folder or MOTChallenge sequence (default: generated frames)")
+                        help="video, image folder or MOTChallenge sequence (default: generated frames; for an "
+                             "INT8 export, the held-out frames of its calibration set)")
     parser.add_argument("--max-frames", type=int, default=DEFAULT_VERIFY_FRAMES,
                         help="frames to use (default: %(default)s)")
     parser.add_argument("--tracklets", default="1,32,max", metavar="N,...",
