@@ -17,13 +17,18 @@ calibration data is run through once however many targets are made:
 slower than fp32 there, hence two files.)
 
 What is quantized: operators of `CalibConfig.op_types` in the graph's body; the regions of
-`CalibConfig.keep_float` stay float (omc.calib.regions explains each). MatMul is not quantized:
-in the CCN the affinity MatMuls feed softmaxes whose inputs are sums of hundreds of products,
-and the mixing MatMuls multiply by softmax rows of values near 1 / C, which uint8 rounds to a few
-levels; SAAN's channel attention is a [1, 768] vector op with no time to save. Normalisations
-(InstanceNorm, LayerNorm) and Softmax stay float for the same reason (and ONNX Runtime's quantizer
-cannot quantize LayerNorm's [1, C] parameters per channel). The measured drift with and without
-these choices is in the int8 report (omc int8-report) and the project notes.
+`CalibConfig.keep_float` stay float (omc.calib.regions says what each is), and their nodes read
+the float tensors, not the 8-bit-rounded copies the quantizer hands every consumer
+(`restore_float_inputs`). Measured on the random-weight l network at 1088 x 608, cpu target, 2
+threads of an AVX-512 VNNI CPU (drift and speed as `omc int8-report` prints them):
+- tail quantized too: every one of the float graph's top-100 candidates lost its INT8 partner
+  (top-K ranked 8-bit scores; decode and gathers rounded), for no speed beyond the heads';
+- heads quantized too: median candidate box error 2.13 -> 3.51 px on one calibration, 2.46 ->
+  2.60 px on another, for 1.06x more speed (all heads but the heat-map fusion's 3x3 are tiny);
+- similarity quantized too (with MatMul): the re-check's own heat-map error 0.0035 -> 0.037;
+- MatMul (CCN, SAAN) quantized: no speed gain (2.16x vs 2.19x), same drift; ConvTranspose left
+  float: no gain either (2.17x). Softmax, InstanceNorm and LayerNorm stay float (ONNX Runtime's
+  quantizer cannot quantize LayerNorm's [1, C] parameters per channel).
 
 Outputs: `<out>/detector.onnx`, `<out>/recheck.onnx` and `<out>/export.json` with precision "int8"
 and an `extra["int8"]` record (target, types, calibration, what was kept float and why); every
