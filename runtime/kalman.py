@@ -18,6 +18,7 @@ than the parity tolerance over a few hundred frames.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +60,23 @@ def _height_scaled_diagonal(
     idx = np.arange(len(stds))
     out[:, idx, idx] = np.square(std)
     return out
+
+
+class MeasurementSpace(NamedTuple):
+    """States seen by the measurement: mean [T, 4] (x, y, a, h), innovation covariance S [T, 4, 4]
+    (measurement noise included) and its inverse [T, 4, 4], float64.
+
+    One projection serves the gating distances and every later update of the same predicted
+    states (`KalmanFilter.gating_distance_in`, `update_in`), so S is inverted once per frame.
+    """
+
+    mean: Float64Array
+    covariance: Float64Array
+    inverse: Float64Array
+
+    def take(self, rows: npt.NDArray[np.int64]) -> "MeasurementSpace":
+        """The states at `rows` (int [k])."""
+        return MeasurementSpace(self.mean[rows], self.covariance[rows], self.inverse[rows])
 
 
 class KalmanFilter:
@@ -107,18 +125,30 @@ class KalmanFilter:
         projected_cov = covariance[:, :MEASURE_DIM, :MEASURE_DIM] + noise
         return projected_mean, projected_cov
 
+    def measurement_space(self, mean: Float64Array, covariance: Float64Array) -> MeasurementSpace:
+        """`project` plus the inverse of S, for [T, 8] means and [T, 8, 8] covariances."""
+        projected_mean, projected_cov = self.project(mean, covariance)
+        # S is a 4x4 symmetric positive definite matrix whose diagonal is at least the measurement
+        # noise, so its explicit inverse is accurate to ~1e-12 relative; NumPy's batched solve with
+        # several right-hand sides costs 3-6 times more per frame, and the inverse is shared by the
+        # gating and the updates of a frame.
+        return MeasurementSpace(projected_mean, projected_cov, np.linalg.inv(projected_cov))
+
     def update(
         self, mean: Float64Array, covariance: Float64Array, measurements: Float64Array
     ) -> tuple[Float64Array, Float64Array]:
         """Correct [T, 8] / [T, 8, 8] states with one [T, 4] xyah measurement each; returns new arrays."""
-        projected_mean, projected_cov = self.project(mean, covariance)
-        # Kalman gain K = P H^T S^-1. S is a 4x4 symmetric positive definite matrix whose diagonal is at
-        # least the measurement noise, so its explicit inverse is accurate to ~1e-12 relative; NumPy's
-        # batched solve with several right-hand sides costs 3-6 times more per frame.
-        gain = covariance[:, :, :MEASURE_DIM] @ np.linalg.inv(projected_cov)  # P H^T S^-1, [T, 8, 4]
-        innovation = np.asarray(measurements, np.float64) - projected_mean  # [T, 4]
+        return self.update_in(self.measurement_space(mean, covariance), mean, covariance, measurements)
+
+    def update_in(
+        self, space: MeasurementSpace, mean: Float64Array, covariance: Float64Array, measurements: Float64Array
+    ) -> tuple[Float64Array, Float64Array]:
+        """`update` with the states' measurement space already computed (`measurement_space` of the
+        same [T, 8] means and [T, 8, 8] covariances); measurements [T, 4] xyah. Returns new arrays."""
+        gain = covariance[:, :, :MEASURE_DIM] @ space.inverse  # Kalman gain P H^T S^-1, [T, 8, 4]
+        innovation = np.asarray(measurements, np.float64) - space.mean  # [T, 4]
         new_mean = mean + np.einsum("tij,tj->ti", gain, innovation)
-        new_cov = covariance - gain @ projected_cov @ np.swapaxes(gain, 1, 2)
+        new_cov = covariance - gain @ space.covariance @ np.swapaxes(gain, 1, 2)
         return new_mean, new_cov
 
     def gating_distance(
@@ -129,12 +159,16 @@ class KalmanFilter:
         mean [T, 8], covariance [T, 8, 8], measurements [D, 4] xyah. Returns [T, D] float64;
         compare with the chi-square quantile for 4 degrees of freedom.
         """
+        return self.gating_distance_in(self.measurement_space(mean, covariance), measurements)
+
+    def gating_distance_in(self, space: MeasurementSpace, measurements: Float64Array) -> Float64Array:
+        """`gating_distance` of the states whose measurement space is `space` ([T] states) to
+        [D, 4] xyah measurements. Returns [T, D] float64."""
         measurements = np.asarray(measurements, np.float64).reshape(-1, MEASURE_DIM)
-        if len(mean) == 0 or len(measurements) == 0:
-            return np.zeros((len(mean), len(measurements)), np.float64)
-        projected_mean, projected_cov = self.project(mean, covariance)
-        delta = measurements[None, :, :] - np.ascontiguousarray(projected_mean)[:, None, :]  # [T, D, 4]
-        # d^T S^-1 d with the explicit inverse of the well-conditioned 4x4 S (see `update`); the
-        # reference's Cholesky route agrees to ~1e-12 relative.
-        weighted = delta @ np.linalg.inv(projected_cov)  # [T, D, 4]
+        if len(space.mean) == 0 or len(measurements) == 0:
+            return np.zeros((len(space.mean), len(measurements)), np.float64)
+        delta = measurements[None, :, :] - np.ascontiguousarray(space.mean)[:, None, :]  # [T, D, 4]
+        # d^T S^-1 d with the explicit inverse of the well-conditioned 4x4 S (see `measurement_space`);
+        # the reference's Cholesky route agrees to ~1e-12 relative.
+        weighted = delta @ space.inverse  # [T, D, 4]
         return np.einsum("tdk,tdk->td", weighted, delta)

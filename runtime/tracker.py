@@ -45,13 +45,16 @@ from omc.errors import OmcError
 from omc.runtime.assign import cosine_distance, gate_and_fuse_motion, iou_distance, linear_assignment
 from omc.runtime.boxes import tlwh_to_xyxy, xyah_to_tlwh, xyah_to_xyxy
 from omc.runtime.detections import FrameDetections, frame_detections, unit_rows
-from omc.runtime.kalman import KalmanFilter
+from omc.runtime.kalman import KalmanFilter, MeasurementSpace
 from omc.runtime.letterbox import LetterboxTransform, letterbox
-from omc.runtime.tracks import EventKind, IdCounter, Track, TrackEvent, Tracklet, TrackState
+from omc.runtime.tracks import EventKind, IdCounter, Track, TrackEvent, Tracklet, TrackState, TrackTable
+
+IndexArray = npt.NDArray[np.int64]
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("letterbox", "detector", "recheck", "nms_fusion", "association")
+TRACKED = TrackState.TRACKED.value
 
 
 class InferenceBackend(Protocol):
@@ -96,13 +99,15 @@ class Tracker:
                 backend.activate()  # type: ignore[attr-defined]
                 self._owned.append(backend)
         self._ids = IdCounter()
-        self._tracked: list[Tracklet] = []
-        self._lost: list[Tracklet] = []
+        self._table = TrackTable()
+        self._tracked_slots = np.zeros(0, np.int64)
+        self._lost_slots = np.zeros(0, np.int64)
         self._frame_id = 0
         self.last_timings_ms: dict[str, float] = {}
         self.total_timings_ms: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self.frames = 0
-        self.last_events: list[TrackEvent] = []
+        # This frame's events as (kinds, track ids, detection indices) arrays, in order (see last_events).
+        self._event_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.last_tracklet_count = 0
         self.last_detections: FrameDetections | None = None
 
@@ -134,10 +139,11 @@ class Tracker:
     def reset(self) -> None:
         """Forget every track and start a new stream: frame 1, ids from 1."""
         self._ids.reset()
-        self._tracked = []
-        self._lost = []
+        self._table.clear()
+        self._tracked_slots = np.zeros(0, np.int64)
+        self._lost_slots = np.zeros(0, np.int64)
         self._frame_id = 0
-        self.last_events = []
+        self._event_parts = []
         self.last_tracklet_count = 0
         self.last_detections = None
 
@@ -159,6 +165,24 @@ class Tracker:
     def frame_id(self) -> int:
         """Frames processed since the last reset (the reference's 1-based frame counter)."""
         return self._frame_id
+
+    @property
+    def last_events(self) -> list[TrackEvent]:
+        """The last frame's life-cycle events, in the order they happened (built when read)."""
+        if not self._event_parts:
+            return []
+        kinds, track_ids, detections = (np.concatenate(part).tolist() for part in zip(*self._event_parts))
+        return [TrackEvent(EventKind(k), i, d) for k, i, d in zip(kinds, track_ids, detections)]
+
+    @property
+    def _tracked(self) -> list[Tracklet]:
+        """Views of the tracked list (confirmed and unconfirmed), in order; for tests and debugging."""
+        return [Tracklet(self._table, slot) for slot in self._tracked_slots.tolist()]
+
+    @property
+    def _lost(self) -> list[Tracklet]:
+        """Views of the lost list, in order; for tests and debugging."""
+        return [Tracklet(self._table, slot) for slot in self._lost_slots.tolist()]
 
     # --- per frame -------------------------------------------------------------------------------
 
@@ -206,7 +230,7 @@ class Tracker:
         """
         self._frame_id += 1
         self.frames += 1
-        self.last_events = []
+        self._event_parts = []
         self.last_detections = detections
         start = time.perf_counter()
         outputs = self._associate(detections)
@@ -219,13 +243,14 @@ class Tracker:
 
     # --- step 1: tracklet pool and re-check ----------------------------------------------------
 
-    def _tracklet_pool(self) -> list[Tracklet]:
-        """Tracked, confirmed tracks with a stored feature, in list order, at most the export's max.
+    def _pool_slots(self) -> IndexArray:
+        """Slots of the tracked, confirmed tracks with a stored feature, in list order, at most the export's max.
 
         Beyond `meta.max_tracklets` the first ones in the tracked list are kept: the list holds
         tracks in the order they (re)joined it, so the longest continuously tracked stay in.
         """
-        pool = [t for t in self._tracked if t.activated and t.has_stored_feature]
+        table, tracked = self._table, self._tracked_slots
+        pool = tracked[table.activated[tracked] & table.has_stored_feature[tracked]]
         if len(pool) > self.meta.max_tracklets:
             logger.warning(
                 "%d tracklets exceed the re-check engine's maximum of %d; the %d longest tracked are checked",
@@ -234,308 +259,256 @@ class Tracker:
             pool = pool[: self.meta.max_tracklets]
         return pool
 
+    def _tracklet_pool(self) -> list[Tracklet]:
+        """The re-check's tracklets (see `_pool_slots`) as views, for callers that feed another re-check."""
+        return [Tracklet(self._table, slot) for slot in self._pool_slots().tolist()]
+
     def _recheck_step(self, detector_outputs: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """Run the re-check on this frame's tracklets; None when it is off or there are none."""
         if self.recheck is None:
             self.last_tracklet_count = 0
             return None
-        pool = self._tracklet_pool()
+        pool = self._pool_slots()
         self.last_tracklet_count = len(pool)
-        if not pool:
+        if not len(pool):
             return None
-        tracklets = _rows([t.smooth_feature for t in pool], np.float32)
         feeds: dict[str, Any] = {
             name: detector_outputs[name] for name in contract.RECHECK_FEEDS_FROM_DETECTOR if name in detector_outputs
         }
-        feeds[contract.TRACKLETS] = tracklets
+        feeds[contract.TRACKLETS] = self._table.smooth_feature[pool]  # [n, E] float32, a new array
         return self.recheck.infer(feeds)
 
     # --- steps 3-8: association and life cycle ---------------------------------------------------
+    # Track lists are int64 arrays of TrackTable slots, in the reference's list order; every step
+    # works on all the tracks it concerns at once.
 
     def _associate(self, detections: FrameDetections) -> list[Track]:
         """Steps 3 to 8 (see the module docstring) on this frame's detections; returns the output tracks."""
-        start_tracked = list(self._tracked)
-        start_lost = list(self._lost)
-        unconfirmed = [t for t in start_tracked if not t.activated]
-        pool = _StateBatch([t for t in start_tracked if t.activated] + start_lost)
-        self._predict(pool)
-        activated: list[Tracklet] = []
-        refound: list[Tracklet] = []
+        table = self._table
+        start_tracked, start_lost = self._tracked_slots, self._lost_slots
+        confirmed = table.activated[start_tracked]
+        unconfirmed = start_tracked[~confirmed]
+        pool = np.concatenate([start_tracked[confirmed], start_lost])
+        space = self._predict(pool)
 
-        remaining, leftover = self._match_by_embedding(pool, detections, activated, refound)
-        still_tracked = leftover[np.array([pool.tracks[r].state is TrackState.TRACKED for r in leftover], bool)]
-        remaining, lost_now = self._match_by_iou(
-            pool, still_tracked, detections, remaining, activated, self.config.match_thres_iou, smooth=False
+        matched, refound_mask, remaining, leftover = self._match_by_embedding(pool, space, detections)
+        refound = matched[refound_mask]
+        still_tracked = leftover[table.state[pool[leftover]] == TRACKED]
+        rows, det_index, remaining, unmatched = self._match_by_iou(
+            pool[still_tracked], detections, remaining, self.config.match_thres_iou
         )
+        self._correct(pool[still_tracked[rows]], space.take(still_tracked[rows]), detections, det_index, smooth=False)
+        lost_now = pool[still_tracked[unmatched]]
         self._mark(lost_now, TrackState.LOST, EventKind.LOST)
         # Unconfirmed tracks started last frame; the reference does not predict them.
-        fresh = _StateBatch(unconfirmed)
-        remaining, removed = self._match_by_iou(
-            fresh, np.arange(len(unconfirmed)), detections, remaining, activated,
-            self.config.match_thres_unconfirmed, smooth=True,
-        )  # fmt: skip
+        rows, det_index, remaining, unmatched = self._match_by_iou(
+            unconfirmed, detections, remaining, self.config.match_thres_unconfirmed
+        )
+        fresh = unconfirmed[rows]
+        fresh_space = self.kalman.measurement_space(table.mean[fresh], table.covariance[fresh])
+        self._correct(fresh, fresh_space, detections, det_index, smooth=True)
+        removed = unconfirmed[unmatched]
         self._mark(removed, TrackState.REMOVED, EventKind.REMOVED)
-        activated += self._start_tracks(detections, remaining)
-        removed += self._expire_lost(start_lost)
+        new = self._start_tracks(detections, remaining)
+        expired = self._expire_lost(start_lost)
         self._smooth_walk(start_tracked)
-        self._update_lists(start_tracked, start_lost, activated, refound, lost_now, removed)
+        self._update_lists(start_tracked, start_lost, new, refound, lost_now, np.concatenate([removed, expired]))
         return self._outputs()
 
-    def _predict(self, pool: _StateBatch) -> None:
-        """Kalman predict for tracked and lost tracks; non-tracked ones first lose their height velocity."""
-        if not pool.tracks:
-            return
-        not_tracked = np.array([t.state is not TrackState.TRACKED for t in pool.tracks])
-        mean = pool.mean.copy()
-        mean[not_tracked, 7] = 0.0
-        pool.mean, pool.covariance = self.kalman.predict(mean, pool.covariance)
-        pool.hand_back(np.arange(len(pool.tracks)))
+    def _predict(self, pool: IndexArray) -> MeasurementSpace:
+        """Kalman predict for the pool's tracks (tracked and lost; non-tracked ones first lose their
+        height velocity); returns their predicted states' measurement space, shared by the gating
+        and every update of this frame."""
+        table = self._table
+        mean = table.mean[pool]  # a copy
+        mean[table.state[pool] != TRACKED, 7] = 0.0
+        mean, covariance = self.kalman.predict(mean, table.covariance[pool])
+        table.mean[pool], table.covariance[pool] = mean, covariance
+        return self.kalman.measurement_space(mean, covariance)
 
-    def _kalman_update(
-        self, states: _StateBatch, rows: npt.NDArray[np.int64], measurements: npt.NDArray[np.float64]
-    ) -> None:
-        """Correct the states at `rows` with [len(rows), 4] xyah measurements, in one batch."""
-        if len(rows) == 0:
-            return
-        mean, covariance = self.kalman.update(states.mean[rows], states.covariance[rows], measurements)
-        states.mean[rows], states.covariance[rows] = mean, covariance
-        states.hand_back(rows)
+    def _correct(
+        self, slots: IndexArray, space: MeasurementSpace, detections: FrameDetections, det_index: IndexArray,
+        *, smooth: bool,
+    ) -> None:  # fmt: skip
+        """Matched tracks at `slots` take detections `det_index` (int [k] each, pairs in match order).
 
-    def _apply_match(self, track: Tracklet, detections: FrameDetections, index: int, *, smooth: bool) -> None:
-        """Life-cycle bookkeeping of one matched track (the Kalman update is batched by the caller).
-
+        Kalman update (space: the tracks' measurement space) and life-cycle bookkeeping, batched.
         A tracked or unconfirmed track takes the detection's score; a re-found one keeps its own.
         `smooth`: the unconfirmed-track rule (smooth toward the new feature now); otherwise the
-        feature is only stored.
+        feature is only stored. Records an UPDATED or REFOUND event per track, in order.
         """
-        feature = detections.embeddings[index].copy()  # a row, not a view that keeps the frame's array alive
+        if len(slots) == 0:
+            return
+        table = self._table
+        table.mean[slots], table.covariance[slots] = self.kalman.update_in(
+            space, table.mean[slots], table.covariance[slots], detections.xyah[det_index]
+        )
+        feature = detections.embeddings[det_index]  # [k, E], a copy
         if smooth:
-            track.smooth_feature = _smoothed(track.smooth_feature[None], feature[None], self.config.embedding_alpha)[0]
-        was_tracked = track.state is TrackState.TRACKED
-        if was_tracked:
-            track.score = float(detections.scores[index])
-        track.current_feature = feature
-        track.has_stored_feature = True
-        track.restored = bool(detections.restored[index])
-        track.frame_id = self._frame_id
-        track.state = TrackState.TRACKED
-        track.activated = True
-        kind = EventKind.UPDATED if was_tracked else EventKind.REFOUND
-        self.last_events.append(TrackEvent(kind, track.track_id, int(index)))
+            table.smooth_feature[slots] = _smoothed(table.smooth_feature[slots], feature, self.config.embedding_alpha)
+        was_tracked = table.state[slots] == TRACKED
+        table.score[slots[was_tracked]] = detections.scores[det_index[was_tracked]]
+        table.current_feature[slots] = feature
+        table.has_stored_feature[slots] = True
+        table.restored[slots] = detections.restored[det_index]
+        table.frame_id[slots] = self._frame_id
+        table.state[slots] = TRACKED
+        table.activated[slots] = True
+        kinds = np.where(was_tracked, EventKind.UPDATED.value, EventKind.REFOUND.value)
+        self._event_parts.append((kinds, table.track_id[slots], det_index))
 
-    def _mark(self, tracks: list[Tracklet], state: TrackState, kind: EventKind) -> None:
-        """Set the state of a few tracks and record the event."""
-        for track in tracks:
-            track.state = state
-            self.last_events.append(TrackEvent(kind, track.track_id, -1))
+    def _mark(self, slots: IndexArray, state: TrackState, kind: EventKind) -> None:
+        """Set the state of the tracks at `slots` and record one `kind` event each."""
+        self._table.state[slots] = state.value
+        self._event_parts.append((np.full(len(slots), kind.value), self._table.track_id[slots], np.full(len(slots), -1)))
 
     def _match_by_embedding(
-        self, pool: _StateBatch, detections: FrameDetections, activated: list[Tracklet], refound: list[Tracklet]
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """Step 3: appearance + motion. Returns (unmatched detection indices, unmatched pool rows)."""
-        tracks = pool.tracks
-        if tracks and len(detections):
-            appearance = cosine_distance(_rows([t.smooth_feature for t in tracks], np.float32), detections.embeddings)
-            maha = self.kalman.gating_distance(pool.mean, pool.covariance, detections.xyah)
+        self, pool: IndexArray, space: MeasurementSpace, detections: FrameDetections
+    ) -> tuple[IndexArray, npt.NDArray[np.bool_], IndexArray, IndexArray]:
+        """Step 3: appearance + motion for the pool (space: its predicted measurement space).
+
+        Returns (matched slots, which of them were re-found, unmatched detection indices,
+        unmatched pool rows); the matches are applied.
+        """
+        table = self._table
+        if len(pool) and len(detections):
+            appearance = cosine_distance(table.smooth_feature[pool], detections.embeddings)
+            maha = self.kalman.gating_distance_in(space, detections.xyah)
             cost = gate_and_fuse_motion(
                 appearance, maha, gate=self.config.gating_threshold, appearance_weight=self.config.motion_lambda
             )
         else:
-            cost = np.zeros((len(tracks), len(detections)))
+            cost = np.zeros((len(pool), len(detections)))
         result = linear_assignment(cost, self.config.match_thres_embedding)
         rows, det_index = result.matches[:, 0], result.matches[:, 1]
-        self._kalman_update(pool, rows, detections.xyah[det_index])
-        for row, index in zip(rows, det_index):
-            track = tracks[row]
-            (activated if track.state is TrackState.TRACKED else refound).append(track)
-            self._apply_match(track, detections, int(index), smooth=False)
-        return result.unmatched_cols, result.unmatched_rows
+        matched = pool[rows]
+        refound = table.state[matched] != TRACKED
+        self._correct(matched, space.take(rows), detections, det_index, smooth=False)
+        return matched, refound, result.unmatched_cols, result.unmatched_rows
 
     def _match_by_iou(
-        self,
-        states: _StateBatch,
-        rows: npt.NDArray[np.int64],
-        detections: FrameDetections,
-        remaining: npt.NDArray[np.int64],
-        activated: list[Tracklet],
-        cost_limit: float,
-        *,
-        smooth: bool,
-    ) -> tuple[npt.NDArray[np.int64], list[Tracklet]]:
-        """Steps 4 and 5: IoU between the tracks at `rows` and the detections left.
+        self, slots: IndexArray, detections: FrameDetections, remaining: IndexArray, cost_limit: float
+    ) -> tuple[IndexArray, IndexArray, IndexArray, IndexArray]:
+        """Steps 4 and 5: IoU between the tracks at `slots` and the detections left (`remaining`).
 
-        Returns (detections still left, tracks left unmatched).
+        Returns (matched rows of `slots`, their detection indices, detections still left,
+        unmatched rows of `slots`); the caller applies the matches.
         """
-        rows = np.asarray(rows, np.int64)
-        cost = iou_distance(states.boxes(rows), detections.xyxy[remaining])
+        if len(slots) == 0 or len(remaining) == 0:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, remaining, np.arange(len(slots), dtype=np.int64)
+        cost = iou_distance(self._boxes(slots), detections.xyxy[remaining])
         result = linear_assignment(cost, cost_limit)
-        matched_rows = rows[result.matches[:, 0]]
-        det_index = remaining[result.matches[:, 1]]
-        self._kalman_update(states, matched_rows, detections.xyah[det_index])
-        for row, index in zip(matched_rows, det_index):
-            activated.append(states.tracks[row])
-            self._apply_match(states.tracks[row], detections, int(index), smooth=smooth)
-        return remaining[result.unmatched_cols], [states.tracks[r] for r in rows[result.unmatched_rows]]
+        return (
+            result.matches[:, 0], remaining[result.matches[:, 1]],
+            remaining[result.unmatched_cols], result.unmatched_rows,
+        )  # fmt: skip
 
-    def _start_tracks(self, detections: FrameDetections, remaining: npt.NDArray[np.int64]) -> list[Tracklet]:
-        """Step 6: unconfirmed tracks from the detections left whose score reaches conf_thres."""
+    def _start_tracks(self, detections: FrameDetections, remaining: IndexArray) -> IndexArray:
+        """Step 6: unconfirmed tracks from the detections left whose score reaches conf_thres; their slots."""
         # `score < conf_thres` is skipped in the reference: re-check boxes below it never start tracks.
         starters = remaining[detections.scores[remaining] >= np.float32(self.config.conf_thres)]
         if len(starters) == 0:
-            return []
+            return np.zeros(0, np.int64)
         mean, covariance = self.kalman.initiate(detections.xyah[starters])
-        new = []
-        for i, index in enumerate(starters):
-            feature = detections.embeddings[index].copy()
-            track = Tracklet(
-                track_id=self._ids.next(),
-                mean=mean[i],
-                covariance=covariance[i],
-                score=float(detections.scores[index]),
-                smooth_feature=feature,
-                current_feature=feature,
-                frame_id=self._frame_id,
-                start_frame=self._frame_id,
-                restored=bool(detections.restored[index]),
-            )
-            new.append(track)
-            self.last_events.append(TrackEvent(EventKind.NEW, track.track_id, int(index)))
-        return new
+        track_ids = self._ids.take(len(starters))
+        slots = self._table.add(
+            track_ids, mean, covariance, detections.scores[starters], detections.embeddings[starters],
+            self._frame_id, detections.restored[starters],
+        )  # fmt: skip
+        self._event_parts.append((np.full(len(starters), EventKind.NEW.value), track_ids, starters))
+        return slots
 
-    def _expire_lost(self, start_lost: list[Tracklet]) -> list[Tracklet]:
+    def _expire_lost(self, start_lost: IndexArray) -> IndexArray:
         """Step 7: tracks of the frame's starting lost list unmatched for longer than the buffer.
 
         They stay in the lost list for one more frame (the reference's lag) and are marked again then.
         """
-        expired = [t for t in start_lost if self._frame_id - t.frame_id > self.max_time_lost]
-        for track in expired:
-            track.state = TrackState.REMOVED
-            self.last_events.append(TrackEvent(EventKind.REMOVED, track.track_id, -1))
+        expired = start_lost[self._frame_id - self._table.frame_id[start_lost] > self.max_time_lost]
+        self._mark(expired, TrackState.REMOVED, EventKind.REMOVED)
         return expired
 
-    def _smooth_walk(self, start_tracked: list[Tracklet]) -> None:
+    def _smooth_walk(self, start_tracked: IndexArray) -> None:
         """Step 8a: every track of the starting tracked list that is confirmed now smooths toward its
         latest feature once more (even if unmatched this frame), as the reference's end-of-frame walk."""
-        walked = [t for t in start_tracked if t.activated]
-        if not walked:
-            return
-        smooth = _smoothed(
-            _rows([t.smooth_feature for t in walked], np.float32),
-            _rows([t.current_feature for t in walked], np.float32),
-            self.config.embedding_alpha,
-        )
-        for track, feature in zip(walked, smooth):
-            track.smooth_feature = feature
+        table = self._table
+        walked = start_tracked[table.activated[start_tracked]]
+        if len(walked):
+            table.smooth_feature[walked] = _smoothed(
+                table.smooth_feature[walked], table.current_feature[walked], self.config.embedding_alpha
+            )
 
     def _update_lists(
         self,
-        start_tracked: list[Tracklet],
-        start_lost: list[Tracklet],
-        activated: list[Tracklet],
-        refound: list[Tracklet],
-        lost_now: list[Tracklet],
-        removed: list[Tracklet],
+        start_tracked: IndexArray,
+        start_lost: IndexArray,
+        new: IndexArray,
+        refound: IndexArray,
+        lost_now: IndexArray,
+        removed: IndexArray,
     ) -> None:
-        """Step 8b: the reference's list bookkeeping, then duplicate removal.
+        """Step 8b: the reference's list bookkeeping, then duplicate removal; frees the slots of tracks that left.
 
-        Tracks put on the reference's removed list leave the lost list one frame later; one that
-        was re-found meanwhile carries the mark and leaves as soon as it is lost again.
+        Tracked: the starting tracked ones still tracked, then the new, then the re-found tracks.
+        Lost: the starting lost ones not re-found, then those lost now. Tracks put on the
+        reference's removed list leave the lost list one frame later; one that was re-found
+        meanwhile carries the mark and leaves as soon as it is lost again.
         """
-        tracked = [t for t in start_tracked if t.state is TrackState.TRACKED]
-        present = {id(t) for t in tracked}
-        for track in activated + refound:
-            if id(track) not in present:
-                present.add(id(track))
-                tracked.append(track)
-        lost = [t for t in start_lost if id(t) not in present] + lost_now
-        lost = [t for t in lost if not t.on_removed_list]
-        for track in removed:
-            track.on_removed_list = True
-        self._tracked, self._lost = _remove_duplicates(tracked, lost, self.config.duplicate_iou_distance)
+        table = self._table
+        tracked = np.concatenate([start_tracked[table.state[start_tracked] == TRACKED], new, refound])
+        lost = np.concatenate([start_lost[table.state[start_lost] != TRACKED], lost_now])
+        lost = lost[~table.on_removed_list[lost]]
+        table.on_removed_list[removed] = True
+        self._tracked_slots, self._lost_slots = self._remove_duplicates(tracked, lost)
+        table.retain(np.concatenate([self._tracked_slots, self._lost_slots]))
+
+    def _remove_duplicates(self, tracked: IndexArray, lost: IndexArray) -> tuple[IndexArray, IndexArray]:
+        """Drop one of each tracked/lost pair whose Kalman boxes are closer than duplicate_iou_distance (1 - IoU).
+
+        The lost one goes only when the tracked one is strictly older (last matched frame minus start
+        frame); otherwise, ties included, the tracked one goes.
+        """
+        if len(tracked) == 0 or len(lost) == 0:
+            return tracked, lost
+        distance = iou_distance(self._boxes(tracked), self._boxes(lost))
+        # Flat indices: np.nonzero on a 2-d mask costs several times more.
+        rows, cols = np.divmod(np.flatnonzero(distance < self.config.duplicate_iou_distance), len(lost))
+        if len(rows) == 0:
+            return tracked, lost
+        table = self._table
+        age_tracked = (table.frame_id - table.start_frame)[tracked[rows]]
+        age_lost = (table.frame_id - table.start_frame)[lost[cols]]
+        drop_tracked = np.zeros(len(tracked), bool)
+        drop_lost = np.zeros(len(lost), bool)
+        drop_lost[cols[age_tracked > age_lost]] = True
+        drop_tracked[rows[age_tracked <= age_lost]] = True
+        return tracked[~drop_tracked], lost[~drop_lost]
+
+    def _boxes(self, slots: IndexArray) -> npt.NDArray[np.float64]:
+        """[len(slots), 4] float64 corners of the tracks' Kalman means, frame pixels."""
+        return xyah_to_xyxy(self._table.mean[slots, :4])
 
     def _outputs(self) -> list[Track]:
         """Confirmed tracked tracks whose box passes the area and aspect filters."""
-        confirmed = [t for t in self._tracked if t.activated]
-        if not confirmed:
+        table = self._table
+        confirmed = self._tracked_slots[table.activated[self._tracked_slots]]
+        if len(confirmed) == 0:
             return []
-        tlwh = xyah_to_tlwh(_rows([t.mean[:4] for t in confirmed], np.float64))
+        tlwh = xyah_to_tlwh(table.mean[confirmed, :4])
         area = tlwh[:, 2] * tlwh[:, 3]
         aspect = np.divide(tlwh[:, 2], tlwh[:, 3], out=np.full(len(tlwh), np.inf), where=tlwh[:, 3] != 0)
         keep = (area > self.config.min_box_area) & (aspect <= self.config.max_aspect_ratio)
-        boxes = tlwh_to_xyxy(tlwh).astype(np.float32)
+        boxes = tlwh_to_xyxy(tlwh[keep]).astype(np.float32)
         boxes.setflags(write=False)
+        shown = confirmed[keep]
         return [
-            Track(t.track_id, box, float(t.score), t.restored) for t, box, k in zip(confirmed, boxes, keep) if k
+            Track(track_id, box, score, restored)
+            for track_id, box, score, restored in zip(
+                table.track_id[shown].tolist(), boxes, table.score[shown].tolist(), table.restored[shown].tolist()
+            )
         ]
-
-
-class _StateBatch:
-    """Kalman states of a list of tracks, stacked ([T, 8], [T, 8, 8]) so each filter step is one call.
-
-    `hand_back(rows)` gives the tracks at `rows` their (new) state rows as views: safe because a batch
-    is made (copied) fresh every step and its rows are only ever replaced, never edited in place
-    after a later batch was stacked from them.
-    """
-
-    def __init__(self, tracks: list[Tracklet]) -> None:
-        self.tracks = tracks
-        if tracks:
-            self.mean = _rows([t.mean for t in tracks], np.float64)
-            self.covariance = _rows([t.covariance for t in tracks], np.float64)
-        else:
-            self.mean, self.covariance = np.zeros((0, 8)), np.zeros((0, 8, 8))
-
-    def boxes(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-        """[len(rows), 4] float64 corners of the states at `rows`, frame pixels."""
-        return xyah_to_xyxy(self.mean[rows, :4])
-
-    def hand_back(self, rows: npt.NDArray[np.int64]) -> None:
-        for row in rows:  # assignments only; the arithmetic ran batched
-            self.tracks[row].mean = self.mean[row]
-            self.tracks[row].covariance = self.covariance[row]
-
-
-def _rows(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
-    """Stack equally shaped per-track arrays (non-empty list) into one new array of `dtype`.
-
-    np.array on a list is 2-3 times faster than np.stack for the few dozen small arrays per call.
-    """
-    return np.array(arrays, dtype=dtype)
 
 
 def _smoothed(smooth: npt.NDArray[np.float32], new: npt.NDArray[np.float32], alpha: float) -> npt.NDArray[np.float32]:
     """[N, E] rows of smooth + alpha (new - smooth), renormalised (float32, new arrays)."""
     return unit_rows(smooth + np.float32(alpha) * (new - smooth))
-
-
-def _boxes(tracks: list[Tracklet]) -> npt.NDArray[np.float64]:
-    """[T, 4] float64 corners of the tracks' Kalman means ([0, 4] for none)."""
-    if not tracks:
-        return np.zeros((0, 4))
-    return xyah_to_xyxy(_rows([t.mean[:4] for t in tracks], np.float64))
-
-
-def _remove_duplicates(
-    tracked: list[Tracklet], lost: list[Tracklet], max_distance: float
-) -> tuple[list[Tracklet], list[Tracklet]]:
-    """Drop one of each tracked/lost pair whose Kalman boxes are closer than `max_distance` (1 - IoU).
-
-    The lost one goes only when the tracked one is strictly older (last matched frame minus start
-    frame); otherwise, ties included, the tracked one goes.
-    """
-    if not tracked or not lost:
-        return tracked, lost
-    distance = iou_distance(_boxes(tracked), _boxes(lost))
-    rows, cols = np.nonzero(distance < max_distance)
-    if len(rows) == 0:
-        return tracked, lost
-    age_tracked = np.array([t.frame_id - t.start_frame for t in tracked])[rows]
-    age_lost = np.array([t.frame_id - t.start_frame for t in lost])[cols]
-    drop_tracked = np.zeros(len(tracked), bool)
-    drop_lost = np.zeros(len(lost), bool)
-    drop_lost[cols[age_tracked > age_lost]] = True
-    drop_tracked[rows[age_tracked <= age_lost]] = True
-    return (
-        [t for t, d in zip(tracked, drop_tracked) if not d],
-        [t for t, d in zip(lost, drop_lost) if not d],
-    )
