@@ -69,9 +69,10 @@ def _columns(boxes: FloatArray, dtype: np.dtype) -> FloatArray:
 
 
 def _intersection(a: FloatArray, b: FloatArray, offset: float) -> FloatArray:
-    """[N, M] overlap areas of [4, N] and [4, M] column sets, each side (min - max + offset) clipped at 0."""
-    w = np.minimum(a[2][:, None], b[2][None, :]) - np.maximum(a[0][:, None], b[0][None, :])
-    h = np.minimum(a[3][:, None], b[3][None, :]) - np.maximum(a[1][:, None], b[1][None, :])
+    """Overlap areas of [4, ...] column sets that broadcast against each other (e.g. [4, N, 1] and
+    [4, 1, M] for every pair, or two [4, K] for K chosen pairs); each side (min - max + offset) clipped at 0."""
+    w = np.minimum(a[2], b[2]) - np.maximum(a[0], b[0])
+    h = np.minimum(a[3], b[3]) - np.maximum(a[1], b[1])
     if offset:
         w += offset
         h += offset
@@ -87,10 +88,12 @@ def box_area(boxes: FloatArray, *, plus_one: bool = False) -> FloatArray:
 
 
 def _iou_of_columns(a: FloatArray, b: FloatArray, offset: float) -> FloatArray:
+    """IoU of broadcasting [4, ...] column sets (see `_intersection`): the one place the IoU is
+    written, so every-pair (`box_iou`) and chosen-pair (`paired_iou`) values agree bit for bit."""
     inter = _intersection(a, b, offset)
     area_a = (a[2] - a[0] + offset) * (a[3] - a[1] + offset)
     area_b = (b[2] - b[0] + offset) * (b[3] - b[1] + offset)
-    union = area_a[:, None] + area_b[None, :] - inter
+    union = area_a + area_b - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
@@ -104,6 +107,16 @@ def box_iou(a: FloatArray, b: FloatArray, *, plus_one: bool = False) -> FloatArr
     dtype = np.result_type(np.asarray(a).dtype, np.asarray(b).dtype, np.float32)
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype)
+    return _iou_of_columns(_columns(a, dtype)[:, :, None], _columns(b, dtype)[:, None, :], 1.0 if plus_one else 0.0)
+
+
+def paired_iou(a: FloatArray, b: FloatArray, *, plus_one: bool = False) -> FloatArray:
+    """IoU of each box a[k] with its partner b[k]: a, b [K, 4] corners, pixels.
+
+    Returns [K] in the dtype `box_iou` would use, equal bit for bit to its entries for those pairs
+    (same arithmetic), for callers that need a few pairs of a large set.
+    """
+    dtype = np.result_type(np.asarray(a).dtype, np.asarray(b).dtype, np.float32)
     return _iou_of_columns(_columns(a, dtype), _columns(b, dtype), 1.0 if plus_one else 0.0)
 
 
@@ -111,7 +124,7 @@ def _diou_of_columns(iou: FloatArray, ca: FloatArray, cb: FloatArray, exponent: 
     """IoU - (d^2 / (c^2 + eps)) ** exponent from [4, ...] column sets that broadcast against each other.
 
     The one place the DIoU formula is written: `box_diou` (every pair) and `paired_diou` (chosen
-    pairs) both call it, so their values agree bit for bit.
+    pairs) both call it, so their values agree bit for bit. iou: the same pairs' plain IoU.
     """
     dtype = iou.dtype
     dx = (cb[0] + cb[2]) / 2 - (ca[0] + ca[2]) / 2
@@ -134,18 +147,19 @@ def box_diou(a: FloatArray, b: FloatArray, *, exponent: float) -> FloatArray:
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype)
     ca, cb = _columns(a, dtype), _columns(b, dtype)
-    return _diou_of_columns(_iou_of_columns(ca, cb, 0.0), ca[:, :, None], cb[:, None, :], exponent)
+    ca, cb = ca[:, :, None], cb[:, None, :]
+    return _diou_of_columns(_iou_of_columns(ca, cb, 0.0), ca, cb, exponent)
 
 
-def paired_diou(a: FloatArray, b: FloatArray, iou: FloatArray, *, exponent: float) -> FloatArray:
-    """Distance-IoU of each box a[k] with its partner b[k], given their plain IoU.
+def paired_diou(a: FloatArray, b: FloatArray, *, exponent: float) -> FloatArray:
+    """Distance-IoU of each box a[k] with its partner b[k] (see `box_diou`).
 
-    a, b: [K, 4] corners, pixels.  iou: [K], the pairs' IoU as `box_iou` (plain widths) gives it.
-    Returns [K] in the dtype `box_diou` would use, equal bit for bit to its entries for those
-    pairs: NMS computes the cheap IoU of every pair and this costlier term only where it can decide.
+    a, b: [K, 4] corners, pixels. Returns [K] in the dtype `box_diou` would use, equal bit for bit
+    to its entries for those pairs (same arithmetic), for callers that need a few pairs of a large set.
     """
     dtype = np.result_type(np.asarray(a).dtype, np.asarray(b).dtype, np.float32)
-    return _diou_of_columns(np.asarray(iou, dtype), _columns(a, dtype), _columns(b, dtype), exponent)
+    ca, cb = _columns(a, dtype), _columns(b, dtype)
+    return _diou_of_columns(_iou_of_columns(ca, cb, 0.0), ca, cb, exponent)
 
 
 def centre_cells(boxes: FloatArray, map_hw: tuple[int, int], stride: int = 8) -> npt.NDArray[np.int64]:
