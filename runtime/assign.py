@@ -77,11 +77,12 @@ def linear_assignment(cost: Float64Array, cost_limit: float) -> Assignment:
     if cost.size == 0:
         return Assignment(np.empty((0, 2), np.int64), np.arange(rows, dtype=np.int64), np.arange(cols, dtype=np.int64))
     _, row_to_col, col_to_row = lap.lapjv(np.asarray(cost, np.float64), extend_cost=True, cost_limit=cost_limit)
-    row_to_col = np.asarray(row_to_col, np.int64)
-    matched_rows = np.flatnonzero(row_to_col >= 0)
-    matches = np.stack([matched_rows, row_to_col[matched_rows]], axis=1)
+    matched = row_to_col >= 0
+    matches = np.empty((int(np.count_nonzero(matched)), 2), np.int64)
+    matches[:, 0] = np.flatnonzero(matched)
+    matches[:, 1] = row_to_col[matched]
     return Assignment(
         matches,
-        np.flatnonzero(row_to_col < 0).astype(np.int64),
+        np.flatnonzero(~matched).astype(np.int64),
         np.flatnonzero(np.asarray(col_to_row) < 0).astype(np.int64),
     )

@@ -56,9 +56,9 @@ def _height_scaled_diagonal(
 ) -> Float64Array:
     """[T, D, D] diagonal matrices of squared stds; entries flagged `height_scaled` are multiplied by h."""
     std = np.array(stds, np.float64)[None, :] * np.where(height_scaled, heights[:, None], 1.0)
-    out = np.zeros((len(heights), len(stds), len(stds)), np.float64)
-    idx = np.arange(len(stds))
-    out[:, idx, idx] = np.square(std)
+    dim = len(stds)
+    out = np.zeros((len(heights), dim, dim), np.float64)
+    out.reshape(len(heights), dim * dim)[:, :: dim + 1] = np.square(std)  # the diagonals, as one strided view
     return out
 
 

@@ -305,8 +305,9 @@ class Tracker:
             unconfirmed, detections, remaining, self.config.match_thres_unconfirmed
         )
         fresh = unconfirmed[rows]
-        fresh_space = self.kalman.measurement_space(table.mean[fresh], table.covariance[fresh])
-        self._correct(fresh, fresh_space, detections, det_index, smooth=True)
+        if len(fresh):
+            fresh_space = self.kalman.measurement_space(table.mean[fresh], table.covariance[fresh])
+            self._correct(fresh, fresh_space, detections, det_index, smooth=True)
         removed = unconfirmed[unmatched]
         self._mark(removed, TrackState.REMOVED, EventKind.REMOVED)
         new = self._start_tracks(detections, remaining)
