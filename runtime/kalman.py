@@ -132,7 +132,8 @@ class KalmanFilter:
         # noise, so its explicit inverse is accurate to ~1e-12 relative; NumPy's batched solve with
         # several right-hand sides costs 3-6 times more per frame, and the inverse is shared by the
         # gating and the updates of a frame.
-        return MeasurementSpace(projected_mean, projected_cov, np.linalg.inv(projected_cov))
+        inverse = np.linalg.inv(projected_cov).astype(np.float64, copy=False)
+        return MeasurementSpace(projected_mean, projected_cov, inverse)
 
     def update(
         self, mean: Float64Array, covariance: Float64Array, measurements: Float64Array
