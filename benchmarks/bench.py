@@ -33,7 +33,7 @@ from omc.contract import EngineMeta
 from omc.errors import BadInput, MissingDependency, OmcError
 
 from omc.benchmarks import flops as flop_count
-from omc.benchmarks.ceiling import blas_threads, measure_ceiling
+from omc.benchmarks.ceiling import CeilingResult, blas_threads, measure_ceiling, measure_gpu_ceiling
 from omc.benchmarks.clip import cycle_frames, generated_clip, source_frames
 from omc.benchmarks.environment import collect_environment
 from omc.benchmarks.hostpost import measure_host
@@ -206,6 +206,40 @@ def _engine_pipeline(name: str, engine_dir: Path, backend: str, device: str, thr
     return EnginePipeline(name, detector, recheck, meta, config, description)
 
 
+# The PyTorch reference path's forms: (device, precision, channels_last, cuda_graph).
+TORCH_BACKENDS = {
+    "torch": ("cpu", "fp32", False, False),
+    "torch-cuda": ("cuda", "fp16", False, False),
+    "torch-cuda-graph": ("cuda", "fp16", True, True),
+}
+
+
+def _torch_pipeline(
+    name: str, setup: BenchSetup, meta: EngineMeta, threads: int, tracker_config: TrackerConfig, loaded: Any
+) -> TorchPipeline:
+    device, precision, channels_last, cuda_graph = TORCH_BACKENDS[name]
+    try:
+        import torch
+
+        from omc.benchmarks.reference_path import TorchReferencePath
+    except ImportError:
+        raise BackendUnavailable("torch is not installed (pip install '.[export]')") from None
+    description: dict[str, Any] = {"precision": precision, "layout": "NHWC (channels_last)" if channels_last else "NCHW",
+                                   "device": device, "cuda_graph": cuda_graph}  # fmt: skip
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendUnavailable(f"{name} needs a CUDA GPU that torch can use (torch {torch.__version__} sees none)")
+        description["gpu"] = torch.cuda.get_device_name(0)
+        description["torch_cuda"] = torch.version.cuda
+    else:
+        description["threads"] = threads
+    model = loaded if loaded is not None else rebuild_checkpoint(meta, setup.weights)
+    description["weights"] = _weights_text(model)
+    path = TorchReferencePath(model.network, tracker_config, peaks=meta.peaks, window=meta.shrink_window,
+                              device=device, precision=precision, channels_last=channels_last, cuda_graph=cuda_graph)  # fmt: skip
+    return TorchPipeline(path, meta, tracker_config, description, name=name)
+
+
 def ensure_int8(onnx_dir: Path, source: Path | None, clip_size: tuple[int, int], seed: int) -> Path:
     """`<onnx dir>/int8-cpu`, made with calib's API when absent: calibrated on the benchmark's
     source, or on CALIBRATION_FRAMES frames of the generated clip."""
@@ -235,16 +269,8 @@ def open_pipeline(
     loaded: Any, clip_size: tuple[int, int], seed: int,
 ) -> FramePipeline:
     """The pipeline of one backend; BackendUnavailable when it cannot run on this machine."""
-    if name == "torch":
-        try:
-            from omc.benchmarks.reference_path import TorchReferencePath
-        except ImportError:
-            raise BackendUnavailable("torch is not installed (pip install '.[export]')") from None
-        model = loaded if loaded is not None else rebuild_checkpoint(meta, setup.weights)
-        path = TorchReferencePath(model.network, tracker_config, peaks=meta.peaks, window=meta.shrink_window)
-        description = {"precision": "fp32", "layout": "NCHW", "device": "cpu", "threads": threads,
-                       "weights": _weights_text(model)}  # fmt: skip
-        return TorchPipeline(path, meta, tracker_config, description)
+    if name in TORCH_BACKENDS:
+        return _torch_pipeline(name, setup, meta, threads, tracker_config, loaded)
     engine_dir = setup.onnx_dir
     if setup.precision == "fp16" and name in ("ort", "trt"):
         engine_dir = ensure_fp16(setup.onnx_dir, meta, setup.weights, loaded) if name == "ort" else setup.onnx_dir / FP16_DIR
@@ -291,18 +317,38 @@ def model_flops(onnx_dir: Path, meta: EngineMeta, counts: tuple[int, ...], headl
     return result
 
 
-def _rates(backend: dict[str, Any], flops: dict[str, Any], ceiling: float, headline: int) -> dict[str, float]:
+def _rates(backend: dict[str, Any], flops: dict[str, Any], ceiling: CeilingResult, headline: int) -> dict[str, Any]:
     detector_s = backend["stages"]["detector"]["median_ms"] / 1e3
     recheck_s = backend["stages"]["recheck"]["median_ms"] / 1e3
     detector = flops["detector_gflop"] / detector_s if detector_s > 0 else 0.0
     recheck_gflop = flops["recheck_gflop"].get(str(headline), 0.0)
     recheck = recheck_gflop / recheck_s if recheck_s > 0 else 0.0
+    rate = ceiling.gflops
     return {
         "detector": detector,
-        "detector_of_ceiling": detector / ceiling if ceiling else 0.0,
+        "detector_of_ceiling": detector / rate if rate else 0.0,
         "recheck": recheck,
-        "recheck_of_ceiling": recheck / ceiling if ceiling else 0.0,
+        "recheck_of_ceiling": recheck / rate if rate else 0.0,
+        "ceiling": ceiling.device,
     }
+
+
+# Backends that run on the GPU: their achieved rates are taken against the GPU's ceiling.
+GPU_BACKENDS = ("torch-cuda", "torch-cuda-graph", "trt")
+
+
+def _gpu_ceiling(backends: dict[str, Any], config: BenchConfig) -> CeilingResult | None:
+    """The GPU's float16 GEMM rate when a GPU backend ran and torch can use CUDA; else None."""
+    if not any(backends[name].get("status") == "ok" for name in GPU_BACKENDS if name in backends):
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    log.info("GPU ceiling: float16 %d^3 matrix product", config.gpu_ceiling_size)
+    return measure_gpu_ceiling(config.gpu_ceiling_size, config.ceiling_repeats, config.seed)
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -353,6 +399,7 @@ def run_benchmark(
             backends[backend] = _run_one(backend, setup, meta, threads, tracker_config, loaded, clip, config)
         log.info("ceiling: float32 %d^3 matrix product, %d threads", config.ceiling_size, threads)
         ceiling = measure_ceiling(config.ceiling_size, threads, config.ceiling_repeats, config.seed)
+        gpu_ceiling = _gpu_ceiling(backends, config)
         log.info("host post-processing: %d tracks, %d detections, %d frames", config.host_tracks, config.host_detections, config.host_frames)
         host = measure_host(
             config.host_tracks, config.host_detections, config.host_frames, config.host_warmup, config.seed,
@@ -373,7 +420,8 @@ def run_benchmark(
         if backend.get("status") != "ok":
             continue
         backend["environment"] = {**environment, "backend": backend.pop("description")}
-        backend["gflops"] = _rates(backend, flops, ceiling.gflops, config.headline_tracklets)
+        own_ceiling = gpu_ceiling if gpu_ceiling is not None and backend_name in GPU_BACKENDS else ceiling
+        backend["gflops"] = _rates(backend, flops, own_ceiling, config.headline_tracklets)
         if reference.get("status") == "ok":
             backend["speedup_vs_torch"] = reference["stages"]["total"]["median_ms"] / backend["stages"]["total"]["median_ms"]
     frames_text = f"source {setup.source}" if setup.source is not None else (
@@ -395,6 +443,7 @@ def run_benchmark(
             "flops": flops,
         },
         "ceiling": ceiling.to_dict(),
+        **({"ceiling_gpu": gpu_ceiling.to_dict()} if gpu_ceiling is not None else {}),
         "backends": backends,
         "host_postprocess": host,
     }

@@ -35,6 +35,8 @@ class CeilingResult:
     threads: int
     library: str
     by_library: dict[str, float] = field(default_factory=dict)
+    precision: str = "float32"
+    device: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,7 +45,9 @@ class CeilingResult:
             "threads": self.threads,
             "library": self.library,
             "by_library": dict(self.by_library),
-            "method": f"float32 {self.size}x{self.size} @ {self.size}x{self.size}, median of runs, fastest library",
+            "precision": self.precision,
+            "device": self.device,
+            "method": f"{self.precision} {self.size}x{self.size} @ {self.size}x{self.size}, median of runs, fastest library",
         }
 
 
@@ -131,3 +135,23 @@ def measure_ceiling(size: int, threads: int, repeats: int, seed: int = 0) -> Cei
     for name, rate in rates.items():
         log.info("ceiling: %s sgemm %dx%d on %d thread(s): %.1f GFLOP/s", name, size, size, threads, rate)
     return CeilingResult(rates[library], size, threads, library, rates)
+
+
+def measure_gpu_ceiling(size: int, repeats: int, seed: int = 0, device: int = 0) -> CeilingResult:
+    """GFLOP/s of an N x N float16 matrix product on CUDA device `device` through PyTorch (tensor
+    cores): the ceiling of the GPU backends, which run the network in float16. Each timed run
+    waits for the device. Needs torch with CUDA."""
+    import torch
+
+    generator = torch.Generator(device=f"cuda:{device}").manual_seed(seed)
+    a, b = (torch.randn((size, size), generator=generator, device=f"cuda:{device}", dtype=torch.float16) for _ in range(2))
+
+    def run() -> Any:
+        result = torch.mm(a, b)
+        torch.cuda.synchronize(device)
+        return result
+
+    rate = 2.0 * size**3 / _median_seconds(run, repeats) / 1e9
+    name = torch.cuda.get_device_name(device)
+    log.info("GPU ceiling: torch fp16 GEMM %dx%d on %s: %.0f GFLOP/s", size, size, name, rate)
+    return CeilingResult(rate, size, 0, "torch-cuda", {"torch-cuda": rate}, precision="float16", device=name)

@@ -7,7 +7,8 @@ fusion); association is the runtime's for every backend (`Tracker.update_from_de
 - `EnginePipeline`: the exported engines through an omc runtime backend (ONNX Runtime fp32 or
   INT8 on the CPU, TensorRT on a GPU) and the runtime's NumPy host code: exactly what
   `omc.runtime.Tracker` runs per frame.
-- `TorchPipeline`: the PyTorch eager reference path (omc.benchmarks.reference_path).
+- `TorchPipeline`: the PyTorch reference path (omc.benchmarks.reference_path), eager on the
+  CPU as the reference runs, or on a CUDA GPU.
 
 Synthetic tracklets: random weights track nothing, so the re-check would never run. Each frame,
 the pipeline builds n tracklet rows from the frame's own L2-normalised ID-embedding map at given
@@ -176,10 +177,14 @@ def _ort_input_wrapper() -> Any:
 
 
 class TorchPipeline(FramePipeline):
-    """The PyTorch eager reference path as a pipeline (full float32 network, NCHW, no autograd)."""
+    """The PyTorch reference path as a pipeline (no autograd): the full float32 NCHW network on
+    the CPU, or the path's CUDA forms (float16, optionally channels-last and CUDA graphs)."""
 
-    def __init__(self, path: TorchReferencePath, meta: EngineMeta, config: TrackerConfig, description: Mapping[str, Any]) -> None:
-        self.name = "torch"
+    def __init__(
+        self, path: TorchReferencePath, meta: EngineMeta, config: TrackerConfig, description: Mapping[str, Any],
+        name: str = "torch",
+    ) -> None:
+        self.name = name
         self.path = path
         self.meta = meta
         self.config = config

@@ -23,10 +23,18 @@ reference's per-tracklet Python loop in step 3 is vectorised here (the network's
 `aggregate_similarity`), and boxes map back to the frame with the runtime's exact letterbox
 inverse (omc-reference.md 4.8): both choices can only make this path faster or equal, so the
 reported speed-ups are, if anything, conservative.
+
+On a CUDA device the same path runs as the reference runs on a GPU: the network in float16
+(`precision="fp16"`, the reference calls `.half()` on CUDA), eager. Two options go beyond it and
+show what PyTorch alone can reach: `channels_last` (NHWC activations, the layout cuDNN's
+tensor-core convolutions want) and `cuda_graph` (the detector replayed from a captured CUDA graph,
+one per input shape, so its ~400 kernel launches cost one). Host post-processing reads float32
+either way. Every stage waits for the device before it returns, so each stage's time is its own.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -60,6 +68,11 @@ PEAK_WINDOW = 3
 CELL_DIVISOR = 16.0
 # The reference's preprocessing scale of uint8 pixels.
 PIXEL_SCALE = 255.0
+# Precisions of the path and their torch dtypes' names.
+PRECISIONS = ("fp32", "fp16")
+# Eager runs of the detector on a side stream before its CUDA graph is captured (cuDNN picks its
+# algorithms and the caching allocator settles; PyTorch's documented capture recipe).
+GRAPH_WARMUP_RUNS = 3
 
 
 @dataclass(frozen=True)
@@ -134,16 +147,60 @@ def centre_cells_torch(boxes: Tensor, map_hw: tuple[int, int]) -> tuple[Tensor, 
 
 
 def _numpy(tensor: Tensor) -> np.ndarray:
+    """A host copy; floating tensors as float32 (an fp16 network's outputs included)."""
+    if tensor.is_floating_point():
+        tensor = tensor.float()
     return tensor.detach().cpu().numpy()
+
+
+class CapturedDetector:
+    """`network.forward_detector` replayed from CUDA graphs, one captured per input shape.
+
+    Call it with a float [B, 3, H, W] tensor on the network's CUDA device, under inference mode.
+    The returned DetectorOutputs are the graph's static output tensors: the next call overwrites
+    them, so copy what must outlive the frame.
+    """
+
+    def __init__(self, network: OMCNetwork, memory_format: torch.memory_format) -> None:
+        self.network = network
+        self.memory_format = memory_format
+        self._graphs: dict[tuple[int, ...], tuple[Tensor, torch.cuda.CUDAGraph, DetectorOutputs]] = {}
+
+    def __call__(self, images: Tensor) -> DetectorOutputs:
+        entry = self._graphs.get(tuple(images.shape))
+        if entry is None:
+            entry = self._graphs[tuple(images.shape)] = self._capture(images)
+        static_input, graph, outputs = entry
+        static_input.copy_(images)
+        graph.replay()
+        return outputs
+
+    def _capture(self, images: Tensor) -> tuple[Tensor, torch.cuda.CUDAGraph, DetectorOutputs]:
+        import torch
+
+        static_input = images.clone(memory_format=self.memory_format)
+        side = torch.cuda.Stream(images.device)
+        side.wait_stream(torch.cuda.current_stream(images.device))
+        with torch.cuda.stream(side):
+            for _ in range(GRAPH_WARMUP_RUNS):
+                self.network.forward_detector(static_input)
+        torch.cuda.current_stream(images.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = self.network.forward_detector(static_input)
+        return static_input, graph, outputs
 
 
 class TorchReferencePath:
     """The reference's per-frame computation on an `OMCNetwork` (see the module docstring).
 
-    network: float32, eval mode (omc.export load_checkpoint / random_checkpoint give one).
+    network: float32, eval mode (omc.export load_checkpoint / random_checkpoint give one); left
+    untouched off the CPU (the path runs a copy converted to `device` and `precision`).
     config: the tracker's thresholds.  peaks: P, the re-check peaks decoded (the reference's 100).
     window: shrink-window mode ("reference" or "paper"); radius and Global_Point come from the
     network's architecture (its checkpoint's stored options).  device: where the network runs.
+    precision: "fp32" or "fp16" (the network's weights and activations).  channels_last: NHWC
+    activations.  cuda_graph: replay the detector from CUDA graphs (a CUDA device only).
     """
 
     def __init__(
@@ -153,6 +210,9 @@ class TorchReferencePath:
         peaks: int = 100,
         window: str = WINDOW_MODES[0],
         device: str = "cpu",
+        precision: str = PRECISIONS[0],
+        channels_last: bool = False,
+        cuda_graph: bool = False,
     ) -> None:
         import torch
 
@@ -160,8 +220,18 @@ class TorchReferencePath:
             raise BadInput(f"shrink window '{window}' is not one of {', '.join(WINDOW_MODES)}")
         if peaks < 1:
             raise BadInput(f"peaks must be at least 1, got {peaks}")
+        if precision not in PRECISIONS:
+            raise BadInput(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
         self.device = torch.device(device)
-        self.network = network.to(self.device).eval()
+        if cuda_graph and self.device.type != "cuda":
+            raise BadInput(f"CUDA graphs need a CUDA device, not '{device}'")
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        converted = self.device.type != "cpu" or self.dtype != torch.float32 or channels_last
+        network = copy.deepcopy(network) if converted else network
+        # Module.to takes memory_format (documented) but torch's type stubs omit it.
+        self.network = network.to(self.device, self.dtype, memory_format=self.memory_format).eval()  # type: ignore[call-overload]
+        self.captured = CapturedDetector(self.network, self.memory_format) if cuda_graph else None
         self.config = config
         self.peaks = peaks
         self.window = window
@@ -202,19 +272,32 @@ class TorchReferencePath:
         return np.ascontiguousarray(rgb, dtype=np.float32) / np.float32(PIXEL_SCALE)
 
     def to_device(self, images: npt.NDArray[np.float32]) -> Tensor:
-        """Host float32 [B, 3, H, W] -> tensor on the network's device."""
+        """Host float32 [B, 3, H, W] -> tensor on the network's device, in its dtype and layout."""
         import torch
 
-        return torch.from_numpy(images).to(self.device)
+        tensor = torch.from_numpy(images).to(self.device).to(self.dtype, memory_format=self.memory_format)
+        self.synchronize()
+        return tensor
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (a no-op on the CPU), so a stage's time is its own."""
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     # --- 2. network ---------------------------------------------------------------------------
 
     def detect(self, images: Tensor) -> DetectorOutputs:
-        """Full network forward on float32 [B, 3, H, W] (every candidate decoded)."""
+        """Full network forward on [B, 3, H, W] from `to_device` (every candidate decoded).
+
+        With CUDA graphs the outputs are overwritten by the next call (see CapturedDetector)."""
         import torch
 
         with torch.inference_mode():
-            return self.network.forward_detector(images)
+            outputs = self.captured(images) if self.captured is not None else self.network.forward_detector(images)
+        self.synchronize()
+        return outputs
 
     # --- 3. re-check ----------------------------------------------------------------------------
 
@@ -231,7 +314,9 @@ class TorchReferencePath:
                 id_unit, tracklets.to(self.device, id_unit.dtype), self.radius, self.window, bool(self.global_point)
             )
             heatmap = network.recheck_heatmap(aggregated, outputs.recheck_features[0:1])
-        return self.decode_peaks(heatmap, outputs.siambox_raw[0:1])
+        peaks = self.decode_peaks(heatmap, outputs.siambox_raw[0:1])
+        self.synchronize()
+        return peaks
 
     def decode_peaks(self, heatmap: Tensor, siambox_raw: Tensor) -> RecheckPeaks:
         """The reference's re-check decode: boxes over the whole map, 3 x 3 peak suppression, top P.
@@ -241,14 +326,15 @@ class TorchReferencePath:
         import torch
 
         with torch.inference_mode():
-            box_map = self.network.decode_recheck_boxes(siambox_raw)[0]  # [h, w, 4], every cell
+            # Boxes decode in float32 whatever the network's precision (fp16 rounds pixels).
+            box_map = self.network.decode_recheck_boxes(siambox_raw.float())[0]  # [h, w, 4], every cell
             pooled = torch.nn.functional.max_pool2d(heatmap, PEAK_WINDOW, stride=1, padding=PEAK_WINDOW // 2)
             peaks_only = torch.where(pooled == heatmap, heatmap, torch.zeros_like(heatmap))[0, 0]
             width = peaks_only.shape[1]
             scores, index = torch.topk(peaks_only.flatten(), min(self.peaks, peaks_only.numel()))
             rows = torch.div(index, width, rounding_mode="floor")
             cols = index % width
-            return RecheckPeaks(box_map[rows, cols], scores, rows, cols)
+            return RecheckPeaks(box_map[rows, cols], scores.float(), rows, cols)
 
     # --- 4. host post-processing ----------------------------------------------------------------
 
@@ -267,13 +353,13 @@ class TorchReferencePath:
         config = self.config
         with torch.inference_mode():
             candidates = outputs.candidates[0]
-            confident = candidates[candidates[:, _OBJ] > config.conf_thres]
+            confident = candidates[candidates[:, _OBJ] > config.conf_thres].float()
             scores = confident[:, _OBJ] * confident[:, _CLS]
             confident, scores = confident[scores > config.conf_thres], scores[scores > config.conf_thres]
             centre, half = confident[:, _CX:_CY + 1], confident[:, _W:_H + 1] / 2
             boxes = torch.cat((centre - half, centre + half), dim=1)
             rows, cols = centre_cells_torch(boxes, self.map_hw)
-            density = outputs.dense[0, 0][rows, cols]
+            density = outputs.dense[0, 0][rows, cols].float()
             thresholds = density.clamp_min(config.nms_thres)
             kept = cluster_diou_nms_torch(
                 boxes, scores, thresholds, exponent=config.nms_diou_exponent,

@@ -32,6 +32,8 @@ README_END = "<!-- perf:end -->"
 REFERENCE_BACKEND = "torch"
 BACKEND_TITLES = {
     "torch": "PyTorch eager (reference path)",
+    "torch-cuda": "PyTorch CUDA fp16 eager (reference path on a GPU)",
+    "torch-cuda-graph": "PyTorch CUDA fp16, channels-last, CUDA graph",
     "ort": "ONNX Runtime fp32",
     "ort-int8": "ONNX Runtime INT8",
     "trt": "TensorRT",
@@ -158,7 +160,8 @@ def markdown_report(result: Mapping[str, Any]) -> str:
               f"Detector {flops['detector_gflop']:.1f} GFLOP per frame, re-check {flops['recheck_gflop'][str(headline)]:.2f} GFLOP "
               f"at n = {headline} (FLOPs from the fp32 ONNX graphs by shape inference). INT8 backends do the same "
               "operations in 8-bit integers, which VNNI / AMX CPUs run several times faster than float32 "
-              "multiply-adds: their share of the float32 ceiling can exceed 100%.", ""]  # fmt: skip
+              "multiply-adds: their share of the float32 ceiling can exceed 100%."
+              + _gpu_ceiling_text(result), ""]  # fmt: skip
     lines += _table(
         ["backend", "detector GFLOP/s", "% of ceiling", "re-check GFLOP/s", "% of ceiling"],
         [[n, f"{b['gflops']['detector']:.1f}", _pct(b["gflops"]["detector_of_ceiling"]),
@@ -185,6 +188,15 @@ def markdown_report(result: Mapping[str, Any]) -> str:
                     [[n] + [_ms(e["per_image_ms"]) for e in b["batch_sweep"]] for n, b in ok.items()])
     lines += ["", "## Host post-processing (NMS + fusion + association)", ""] + host_lines(result["host_postprocess"])
     return "\n".join(lines) + "\n"
+
+
+def _gpu_ceiling_text(result: Mapping[str, Any]) -> str:
+    """' GPU backends ...' when the run measured the GPU's ceiling, else ''."""
+    gpu = result.get("ceiling_gpu")
+    if not gpu:
+        return ""
+    return (f" GPU backends are rated against the GPU's ceiling: {gpu['gflops']:.0f} GFLOP/s ({gpu['library']} "
+            f"{gpu['precision']} GEMM {gpu['size']}^3 on {gpu['device']}).")
 
 
 def host_lines(host: Mapping[str, Any]) -> list[str]:
@@ -245,7 +257,7 @@ def readme_section(results: list[dict[str, Any]]) -> str:
         if skipped:
             lines += ["", "Skipped: " + "; ".join(skipped)]
         ceiling, flops = result["ceiling"], result["model"]["flops"]
-        lines += ["", f"Ceiling {ceiling['gflops']:.0f} GFLOP/s ({ceiling['library']} sgemm). FLOPs: re-check at "
+        lines += ["", f"Ceiling {ceiling['gflops']:.0f} GFLOP/s ({ceiling['library']} sgemm).{_gpu_ceiling_text(result)} FLOPs: re-check at "
                   f"n = {headline} is {_pct(flops['recheck_vs_detector'])} of the detector; OMC is "
                   f"+{_pct(flops['omc_vs_cstrack'] - 1)} over CSTrack.", ""]  # fmt: skip
         lines += host_lines(result["host_postprocess"])

@@ -315,7 +315,11 @@ class TensorRTBuildConfig:
 
 # Backends `omc bench` can time: the PyTorch eager reference path, ONNX Runtime fp32, ONNX
 # Runtime on the INT8 CPU graphs (calib's `int8-cpu` folder), TensorRT (needs an NVIDIA GPU).
-BENCH_BACKENDS = ("torch", "ort", "ort-int8", "trt")
+# torch: the reference path, eager float32 on the CPU. torch-cuda: the same on a CUDA GPU as the
+# reference runs there (float16, eager). torch-cuda-graph: float16, channels-last, the detector
+# replayed from a CUDA graph (PyTorch at its best). ort / ort-int8: ONNX Runtime on the CPU.
+# trt: TensorRT engines on an NVIDIA GPU.
+BENCH_BACKENDS = ("torch", "torch-cuda", "torch-cuda-graph", "ort", "ort-int8", "trt")
 
 
 @dataclass(frozen=True)
@@ -361,6 +365,9 @@ class BenchConfig:
     # Side of the square float32 matrix product timed as the machine's ceiling, and its runs.
     ceiling_size: int = 4096
     ceiling_repeats: int = 3
+    # Side of the square float16 matrix product timed on the GPU when a GPU backend ran (its
+    # ceiling: tensor cores need a large product to reach their rate).
+    gpu_ceiling_size: int = 8192
 
     def __post_init__(self) -> None:
         unknown = [b for b in self.backends if b not in BENCH_BACKENDS]
@@ -371,7 +378,7 @@ class BenchConfig:
         if len(set(self.backends)) != len(self.backends):
             raise BadInput(f"--backend lists a backend twice: {', '.join(self.backends)}")
         for name in ("frames", "batch_repeats", "host_tracks", "host_detections", "host_frames",
-                     "ceiling_size", "ceiling_repeats"):
+                     "ceiling_size", "ceiling_repeats", "gpu_ceiling_size"):
             if getattr(self, name) < 1:
                 raise BadInput(f"BenchConfig.{name} must be at least 1, got {getattr(self, name)}")
         for name in ("warmup", "threads", "host_warmup", "headline_tracklets"):

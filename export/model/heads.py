@@ -98,7 +98,7 @@ class Detect(nn.Module):
         """Detection branch [B, c, h, w] -> candidates [B, A * h * w, 5 + nc]."""
         raw = self.m[level](det_level)
         batch, _, h, w = raw.shape
-        per_anchor = raw.view(batch, self.anchors_per_level, self.outputs_per_anchor, h, w).permute(0, 1, 3, 4, 2)
+        per_anchor = raw.reshape(batch, self.anchors_per_level, self.outputs_per_anchor, h, w).permute(0, 1, 3, 4, 2)
         s = torch.sigmoid(per_anchor)
         grid = self.level_grid(level, (h, w), s)
         xy = ((s[..., 0:2] - CENTRE_OFFSET) * self.k + grid) * self.strides[level]

@@ -111,3 +111,83 @@ def test_bench_times_torch_beside_onnxruntime(export: tuple[Path, Any], tmp_path
     int8 = result["backends"]["ort-int8"]
     assert int8["status"] == "ok" and int8["environment"]["backend"]["engine_dir"] == str(engines / "int8-cpu")
     assert (engines / "int8-cpu" / "export.json").is_file()
+
+
+def test_channels_last_and_fp16_forms_decide_as_fp32_and_leave_the_network_alone(export: tuple[Path, Any]) -> None:
+    """The CUDA backends' forms, checked on the CPU: channels-last float32 gives the NCHW path's
+    detections; float16 stays finite and near; the caller's float32 network is not converted."""
+    _, loaded = export
+    config = TrackerConfig(conf_thres=CONF_THRES)
+    frame = generated_clip(CLIP_SIZE, 1, seed=0)[0]
+
+    def run(**options: Any) -> tuple[Any, Any, Any]:
+        path = TorchReferencePath(loaded.network, config, peaks=100, **options)
+        images, transform = path.preprocess(frame)
+        outputs = path.detect(path.to_device(images))
+        tracklets = path.network.normalize_id_map(outputs.id_map[0:1].float())[0, 4:8, 4:8].reshape(16, -1)
+        peaks = path.recheck(outputs, tracklets)
+        return outputs, peaks, path.detections(outputs, peaks, transform)
+
+    base_outputs, base_peaks, base = run()
+    cl_outputs, cl_peaks, channels_last = run(channels_last=True)
+    assert len(base) > 0 and int(base.restored.sum()) > 0  # detections and restored boxes to compare
+    np.testing.assert_allclose(cl_outputs.candidates.numpy(), base_outputs.candidates.numpy(), rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(cl_peaks.scores.numpy(), base_peaks.scores.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(channels_last.restored, base.restored)
+    np.testing.assert_allclose(channels_last.boxes, base.boxes, atol=0.05)
+    half_outputs, half_peaks, half = run(precision="fp16", channels_last=True)
+    assert half_outputs.candidates.dtype == torch.float16
+    assert torch.isfinite(half_outputs.candidates).all() and torch.isfinite(half_peaks.scores).all()
+    assert half.boxes.dtype == np.float32 and half.embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.sort(half_peaks.scores.numpy()), np.sort(base_peaks.scores.numpy()), atol=5e-3)
+    weight = loaded.network.model.model[1].conv.weight  # a 3x3 convolution's [out, in, 3, 3] weight
+    assert weight.dtype == torch.float32 and weight.is_contiguous()
+    assert not weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_cuda_graphs_need_a_cuda_device(export: tuple[Path, Any]) -> None:
+    from omc.errors import BadInput
+
+    with pytest.raises(BadInput, match="CUDA graphs need a CUDA device, not 'cpu'"):
+        TorchReferencePath(export[1].network, cuda_graph=True)
+    with pytest.raises(BadInput, match="precision 'int8' is not one of fp32, fp16"):
+        TorchReferencePath(export[1].network, precision="int8")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path; this machine has a CUDA GPU")
+def test_cuda_backends_are_skipped_with_their_reason_without_a_gpu(export: tuple[Path, Any], tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    status = main([
+        "bench", "--onnx", str(export[0]), "--backend", "torch-cuda,torch-cuda-graph,ort", "--frames", "1",
+        "--warmup", "0", "--tracklets", "0,4", "--headline-tracklets", "4", "--batch", "1", "--batch-repeats", "1",
+        "--host-frames", "2", "--ceiling-size", "64", "--results", str(results), "--name", "cuda",
+    ])  # fmt: skip
+    assert status == 0
+    result = json.loads((results / "cuda.json").read_text())
+    for name in ("torch-cuda", "torch-cuda-graph"):
+        assert result["backends"][name]["status"] == "skipped"
+        assert result["backends"][name]["reason"].startswith(f"{name} needs a CUDA GPU that torch can use")
+    assert result["backends"]["ort"]["status"] == "ok"
+    assert "- torch-cuda: skipped (torch-cuda needs a CUDA GPU" in (results / "cuda.md").read_text()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU that torch can use")
+def test_cuda_graph_replays_the_eager_detector_frame_after_frame(export: tuple[Path, Any]) -> None:
+    _, loaded = export
+    options = {"device": "cuda", "precision": "fp16", "channels_last": True}
+    eager = TorchReferencePath(loaded.network, peaks=100, **options)
+    graphed = TorchReferencePath(loaded.network, peaks=100, cuda_graph=True, **options)
+    frames = generated_clip(CLIP_SIZE, 3, seed=1)
+    previous = None
+    for frame in frames:
+        images, _ = eager.preprocess(frame)
+        expected = eager.detect(eager.to_device(images))
+        got = graphed.detect(graphed.to_device(images))
+        for name in ("candidates", "dense", "id_map", "recheck_features", "siambox_raw"):
+            np.testing.assert_allclose(getattr(got, name).float().cpu().numpy(), getattr(expected, name).float().cpu().numpy(),
+                                       rtol=1e-2, atol=1e-2, err_msg=name)  # fmt: skip
+        current = got.candidates.float().cpu().numpy()
+        assert previous is None or not np.array_equal(current, previous)  # the graph read the new frame
+        previous = current
+    assert len(graphed.captured._graphs) == 1  # type: ignore[union-attr]  # one shape, one capture
