@@ -46,7 +46,7 @@ from omc.config import TrackerConfig
 from omc.contract import EngineMeta, WINDOW_MODES
 from omc.errors import BadInput
 from omc.runtime.boxes import DIOU_DIAGONAL_EPS
-from omc.runtime.detections import FrameDetections, unit_rows
+from omc.runtime.detections import FrameDetections, drop_unmeasurable, unit_rows
 from omc.runtime.fusion import fuse_transductive
 from omc.runtime.letterbox import LetterboxTransform, letterbox
 from omc.runtime.tracker import STAGES as TRACKER_STAGES
@@ -383,14 +383,14 @@ class TorchReferencePath:
                 parts_restored.append(np.ones(len(fused), bool))
         boxes_input = np.concatenate(parts_boxes).astype(np.float32, copy=False).reshape(-1, 4)
         dim = outputs.id_map.shape[-1]
-        return FrameDetections(
+        return drop_unmeasurable(FrameDetections(
             boxes_input=boxes_input,
             boxes=transform.to_frame(boxes_input),
             scores=np.concatenate(parts_scores).astype(np.float32, copy=False),
             embeddings=unit_rows(np.concatenate(parts_emb).reshape(-1, dim)),
             restored=np.concatenate(parts_restored),
             rows=np.concatenate(parts_rows).astype(np.int64),
-        )
+        ))
 
 
 class TorchReferenceTracker(Tracker):

@@ -14,13 +14,12 @@ names the command that produced it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from omc.errors import BadInput
+from omc.files import replacing
 
 from omc.benchmarks.environment import CPU_FLAGS
 from omc.benchmarks.stages import STAGES_AND_TOTAL
@@ -45,15 +44,8 @@ BACKEND_TITLES = {
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Write `text` to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    with replacing(path) as temporary:
+        temporary.write_text(text)
 
 
 def write_result(result: Mapping[str, Any], results_dir: Path, name: str, json_copy: Path | None = None) -> list[Path]:
@@ -92,6 +84,11 @@ def _ms(value: float) -> str:
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
+
+
+def _signed_pct(value: float) -> str:
+    """A change as a percentage with its sign: '+6.6%', '-18.6%'."""
+    return f"{100 * value:+.1f}%"
 
 
 def _ordered(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -176,7 +173,7 @@ def markdown_report(result: Mapping[str, Any]) -> str:
          "OMC frame time vs CSTrack"],
         [[n, _pct(b["recheck_vs_detector"]["share"]), _pct(b["recheck_vs_detector"].get("share_engine_alone", 0.0)),
           f"{b['omc_vs_cstrack']['fps_omc']:.2f}",
-          f"{b['omc_vs_cstrack']['fps_cstrack']:.2f}", f"+{_pct(b['omc_vs_cstrack']['time_increase'])}"] for n, b in ok.items()],
+          f"{b['omc_vs_cstrack']['fps_cstrack']:.2f}", _signed_pct(b['omc_vs_cstrack']['time_increase'])] for n, b in ok.items()],
     )  # fmt: skip
     counts = [entry["n"] for entry in next(iter(ok.values()))["tracklet_sweep"]] if ok else []
     lines += ["", "Re-check median ms by tracklet count n (0 = no call):", ""]
@@ -246,7 +243,7 @@ def readme_section(results: list[dict[str, Any]]) -> str:
                 _ms(b["stages"]["detector"]["median_ms"]),
                 f"{_ms(b['stages']['recheck']['median_ms'])} ({_pct(b['recheck_vs_detector']['share'])})",
                 f"{b['gflops']['detector']:.0f} ({_pct(b['gflops']['detector_of_ceiling'])})",
-                f"+{_pct(b['omc_vs_cstrack']['time_increase'])}",
+                _signed_pct(b['omc_vs_cstrack']['time_increase']),
             ])
         lines += _table(
             ["backend", "frame ms (median / p90)", "FPS", "speed-up", "detector ms",
@@ -259,7 +256,7 @@ def readme_section(results: list[dict[str, Any]]) -> str:
         ceiling, flops = result["ceiling"], result["model"]["flops"]
         lines += ["", f"Ceiling {ceiling['gflops']:.0f} GFLOP/s ({ceiling['library']} sgemm).{_gpu_ceiling_text(result)} FLOPs: re-check at "
                   f"n = {headline} is {_pct(flops['recheck_vs_detector'])} of the detector; OMC is "
-                  f"+{_pct(flops['omc_vs_cstrack'] - 1)} over CSTrack.", ""]  # fmt: skip
+                  f"{_signed_pct(flops['omc_vs_cstrack'] - 1)} over CSTrack.", ""]  # fmt: skip
         lines += host_lines(result["host_postprocess"])
     return "\n".join(lines)
 

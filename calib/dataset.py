@@ -33,8 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -48,6 +46,7 @@ from omc import __version__, contract
 from omc.config import CalibConfig, TrackerConfig
 from omc.contract import EngineMeta
 from omc.errors import BadInput
+from omc.files import replacing
 from omc.runtime.letterbox import LetterboxTransform, letterbox
 from omc.runtime.sources import FrameSource, open_source
 
@@ -187,15 +186,8 @@ class CalibrationSet:
             **self.recheck.arrays("recheck"),
             **self.holdout_recheck.arrays("holdout_recheck"),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez_compressed(stream, **arrays)  # type: ignore[arg-type]
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        with replacing(path) as temporary, open(temporary, "wb") as stream:
+            np.savez_compressed(stream, **arrays)  # type: ignore[arg-type]
         return path
 
     @classmethod

@@ -27,7 +27,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 from torch import Tensor
 
 from omc.errors import BadInput, CheckpointError, UnsafeCheckpoint
+from omc.files import replacing
 from omc.export.model import (
     DEFAULT_GLOBAL_POINT,
     DEFAULT_INPUT_HW,
@@ -603,15 +603,8 @@ def save_checkpoint(
         "training_options": json.loads(json.dumps(_plain(training_options))),
         "source_sha256": source_sha256,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    with replacing(path) as temporary:
         torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
 

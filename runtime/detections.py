@@ -7,7 +7,10 @@ the basic boxes. Together, in that order (new track ids are handed out in it), t
 `FrameDetections`, with boxes mapped back to frame pixels and embeddings L2-normalised.
 
 Rows with a non-finite box, score, density or embedding are dropped with a logged warning: a
-broken engine output must not crash a long-running stream.
+broken engine output must not crash a long-running stream. So are boxes of zero height in frame
+pixels (a float16 engine's sigmoid can underflow to 0 in the size decode): their Kalman
+measurement w / h is not finite, and one such state would poison its track for good (the
+reference divides by zero there too).
 """
 
 from __future__ import annotations
@@ -74,6 +77,17 @@ class FrameDetections:
             self.boxes_input[index], self.boxes[index], self.scores[index],
             self.embeddings[index], self.restored[index], self.rows[index],
         )  # fmt: skip
+
+
+def drop_unmeasurable(detections: FrameDetections) -> FrameDetections:
+    """`detections` without the boxes of zero height in frame pixels (no finite aspect w / h for
+    the Kalman filter), order kept; the same object when there are none. Logs what it drops."""
+    heights = detections.tlwh[:, 3]
+    measurable = heights != 0
+    if measurable.all():
+        return detections
+    logger.warning("dropped %d detection(s) with a zero-height box", int((~measurable).sum()))
+    return detections.take(np.flatnonzero(measurable))
 
 
 def _host(array: object) -> np.ndarray:
@@ -196,11 +210,11 @@ def frame_detections(
 
     boxes_input = np.concatenate(parts_boxes).astype(np.float32, copy=False).reshape(-1, 4)
     dim = embeddings.shape[-1]
-    return FrameDetections(
+    return drop_unmeasurable(FrameDetections(
         boxes_input=boxes_input,
         boxes=transform.to_frame(boxes_input),
         scores=np.concatenate(parts_scores).astype(np.float32, copy=False),
         embeddings=unit_rows(np.concatenate(parts_emb).reshape(-1, dim)),
         restored=np.concatenate(parts_restored),
         rows=np.concatenate(parts_rows).astype(np.int64),
-    )
+    ))

@@ -168,7 +168,7 @@ def test_readme_without_markers_is_a_user_error(tmp_path: Path, toy_run: dict[st
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--backend", "ort,cuda"], "--backend cuda is not one of torch, ort, ort-int8, trt"),
+        (["--backend", "ort,cuda"], "--backend cuda is not one of torch, torch-cuda, torch-cuda-graph, ort, ort-int8, trt"),
         (["--batch", "1,8"], "--batch 8 exceeds the export's max batch 4"),
         (["--tracklets", "0,100"], "--tracklets 100 exceeds the export's max of 64 tracklets"),
         (["--frames", "0"], "BenchConfig.frames must be at least 1"),

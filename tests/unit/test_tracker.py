@@ -152,6 +152,37 @@ def test_non_finite_engine_rows_are_dropped_with_a_warning(caplog):
         assert all(len(tracks) <= 3 for tracks in results), name
 
 
+class _FlattenedRow:
+    """A detector whose candidate `row` has y2 = y1 (zero height), otherwise `detector`'s outputs."""
+
+    def __init__(self, detector, row):
+        self.detector, self.row = detector, row
+
+    def infer(self, feeds):
+        outputs = self.detector.infer(feeds)
+        boxes = outputs[contract.DET_BOXES]
+        boxes[0, self.row, 3] = boxes[0, self.row, 1]
+        return outputs
+
+
+def test_zero_height_boxes_are_dropped_before_the_kalman_filter(caplog):
+    """A zero-height box (a float16 size decode that underflowed) has no finite aspect w / h: it is
+    dropped with a warning, never divides by zero, and the other objects track as without it."""
+    frames = 8
+    ones = np.ones(frames, np.float32)
+    person = ScriptedObject(walk(frames, (100, 100), (2, 0), (50, 140)), 0.9 * ones, 0 * ones)
+    flat = ScriptedObject(walk(frames, (400, 200), (1, 0), (60, 80)), 0.8 * ones, 0 * ones)
+    clean = _ids(run_scene(Scene([person], frames), *_tracker(Scene([person], frames))[:3]))
+    scene = Scene([person, flat], frames)
+    detector, rc = SceneDetector(scene), SceneRecheck(scene)
+    tracker = Tracker(_FlattenedRow(detector, 1), rc, scene_meta())  # row 1: the flat object (lower score)
+    with caplog.at_level(logging.WARNING, logger="omc.runtime.detections"), np.errstate(divide="raise", invalid="raise"):
+        results = run_scene(scene, tracker, detector, rc)
+    assert "dropped 1 detection(s) with a zero-height box" in caplog.text
+    assert _ids(results) == clean and clean[-1] == [1]
+    assert all(np.isfinite(t.box).all() for tracks in results for t in tracks)
+
+
 def test_tracklets_beyond_the_export_maximum_are_capped(caplog):
     scene = street_scene(8)
     tracker, det, rc = _tracker(scene, meta=scene_meta(max_tracklets=2))

@@ -1,0 +1,32 @@
+"""Writing files so that a failure never leaves a half-written one behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block succeeds, it replaces `path`.
+
+    The folder is created when missing. On any error the temporary file is removed and `path` is
+    left as it was. The new file gets the permissions a plain `open(path, "w")` would give (the
+    process umask), not mkstemp's owner-only 0600.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
