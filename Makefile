@@ -5,7 +5,10 @@
 #
 # Variables: PYTHON (interpreter for the venv), TORCH_INDEX (where torch comes from: the CPU index
 # by default; a GPU user sets e.g. https://download.pytorch.org/whl/cu128), WEIGHTS (a checkpoint;
-# empty exports seeded random weights), IMG_SIZE, ENGINES (output folder), BACKEND, VIDEO.
+# empty exports seeded random weights), IMG_SIZE, ENGINES (output folder), BACKEND, PRECISION
+# (engines of ort / trt in the benchmark: fp16 when BACKEND names trt, whose plans `make engines`
+# builds from the fp16 graphs; else fp32), REFERENCE_REPO (a checkout of JudasDie/SOTS, branch MOT:
+# the benchmark also times the reference tracker's own post-processing), VIDEO.
 
 PYTHON      ?= python3
 VENV        := .venv
@@ -15,8 +18,13 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS      ?= export,eval,bench,rtx,dev
 WEIGHTS     ?=
 IMG_SIZE    ?= 1088x608
-ENGINES     ?= engines/omc_l_$(IMG_SIZE)
+# One folder per model: a checkpoint's engines never mix with the random-weight ones (omc bench
+# also refuses a folder exported from other weights than WEIGHTS).
+MODEL_NAME  := $(if $(WEIGHTS),$(basename $(notdir $(WEIGHTS))),omc_l)
+ENGINES     ?= engines/$(MODEL_NAME)_$(IMG_SIZE)
 BACKEND     ?= torch,ort,ort-int8
+PRECISION   ?= $(if $(findstring trt,$(BACKEND)),fp16,fp32)
+REFERENCE_REPO ?=
 VIDEO       ?=
 PYTEST_ARGS ?=
 
@@ -57,7 +65,7 @@ engines: export
 	$(OMC) build --onnx $(ENGINES)/fp16 $(if $(GPU_TARGET),--gpu-target $(GPU_TARGET))
 
 benchmark: export
-	$(OMC) bench --onnx $(ENGINES) --backend $(BACKEND) --plot
+	$(OMC) bench --onnx $(ENGINES) $(if $(WEIGHTS),--weights $(WEIGHTS)) --backend $(BACKEND) --precision $(PRECISION) $(if $(REFERENCE_REPO),--reference-repo $(REFERENCE_REPO)) --plot
 
 demo: export
 	@test -n "$(VIDEO)" || { echo "usage: make demo VIDEO=path/to/video.mp4"; exit 2; }

@@ -31,6 +31,7 @@ from omc import contract
 from omc.config import BenchConfig, ExportConfig, TrackerConfig
 from omc.contract import EngineMeta
 from omc.errors import BadInput, MissingDependency, OmcError
+from omc.files import file_sha256
 
 from omc.benchmarks import flops as flop_count
 from omc.benchmarks.ceiling import CeilingResult, blas_threads, measure_ceiling, measure_gpu_ceiling
@@ -38,7 +39,7 @@ from omc.benchmarks.clip import cycle_frames, generated_clip, source_frames
 from omc.benchmarks.environment import collect_environment
 from omc.benchmarks.hostpost import measure_host
 from omc.benchmarks.pipelines import EnginePipeline, FramePipeline, TorchPipeline
-from omc.benchmarks.report import RESULT_SCHEMA, REFERENCE_BACKEND
+from omc.benchmarks.report import GPU_BACKENDS, RESULT_SCHEMA, REFERENCE_BACKEND, speedup
 from omc.benchmarks.runner import run_backend
 
 if TYPE_CHECKING:
@@ -117,10 +118,17 @@ def _checkpoint(weights: Path | None, input_hw: tuple[int, int]) -> LoadedCheckp
 def ensure_export(onnx_dir: Path, weights: Path | None, img_size: tuple[int, int]) -> tuple[EngineMeta, Any]:
     """export.json of `onnx_dir`, exporting (weights or seeded random L) first when it is absent.
 
+    An existing export made from other weights than `weights` (when given) is refused, so that the
+    engines and the torch backend never time two different models under one name.
     Returns (meta, the LoadedCheckpoint when one was loaded here, else None).
     """
     if (onnx_dir / contract.EXPORT_JSON).is_file():
         meta = EngineMeta.load(onnx_dir)
+        if weights is not None and meta.checkpoint_sha256 != file_sha256(weights):
+            raise BadInput(
+                f"{onnx_dir} holds an export of {_export_weights_text(meta)}, not of {weights}; "
+                "pass another --onnx folder (or remove this one to export there)"
+            )
         width, height = img_size
         if meta.input_hw != (height, width) and img_size != ExportConfig.img_size:
             raise BadInput(
@@ -145,12 +153,8 @@ def rebuild_checkpoint(meta: EngineMeta, weights: Path | None) -> Any:
     """The PyTorch model of an export: from `weights` when given, else from what export.json
     records (a checkpoint path, or random weights' architecture and seed). BackendUnavailable
     when neither says how."""
-    if weights is not None:
-        loaded = _checkpoint(weights, meta.input_hw)
-        if meta.checkpoint_sha256 and loaded.source_sha256 != meta.checkpoint_sha256:
-            log.warning("--weights %s is not the checkpoint the export was made from; torch and the engines "
-                        "run different weights (timings still compare, decisions do not)", weights)
-        return loaded
+    if weights is not None:  # ensure_export has checked that the export was made from it
+        return _checkpoint(weights, meta.input_hw)
     source = meta.extra.get("source", {})
     try:
         from omc.export.checkpoint import load_checkpoint, random_checkpoint
@@ -333,8 +337,6 @@ def _rates(backend: dict[str, Any], flops: dict[str, Any], ceiling: CeilingResul
     }
 
 
-# Backends that run on the GPU: their achieved rates are taken against the GPU's ceiling.
-GPU_BACKENDS = ("torch-cuda", "torch-cuda-graph", "trt")
 
 
 def _gpu_ceiling(backends: dict[str, Any], config: BenchConfig) -> CeilingResult | None:
@@ -415,15 +417,18 @@ def run_benchmark(
         "engine_precision": setup.precision,
         "input_size": f"{meta.input_hw[1]}x{meta.input_hw[0]}",
     })  # fmt: skip
-    reference = backends.get(REFERENCE_BACKEND, {})
     for backend_name, backend in backends.items():
         if backend.get("status") != "ok":
             continue
         backend["environment"] = {**environment, "backend": backend.pop("description")}
         own_ceiling = gpu_ceiling if gpu_ceiling is not None and backend_name in GPU_BACKENDS else ceiling
         backend["gflops"] = _rates(backend, flops, own_ceiling, config.headline_tracklets)
-        if reference.get("status") == "ok":
-            backend["speedup_vs_torch"] = reference["stages"]["total"]["median_ms"] / backend["stages"]["total"]["median_ms"]
+        # Each backend against the reference path on its own kind of device, when that ran.
+        found = speedup(backends, backend_name)
+        if found is not None:
+            backend["speedup"] = {"reference": found[0], "value": found[1]}
+            if found[0] == REFERENCE_BACKEND:
+                backend["speedup_vs_torch"] = found[1]
     frames_text = f"source {setup.source}" if setup.source is not None else (
         f"generated clip {config.clip_size[0]}x{config.clip_size[1]}")
     weights_text = next((b["environment"]["backend"]["weights"] for b in backends.values() if b.get("status") == "ok"

@@ -30,7 +30,6 @@ float32 [T, E] (sample s owns rows offsets[s]:offsets[s + 1]), `_fallback` bool 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -46,7 +45,7 @@ from omc import __version__, contract
 from omc.config import CalibConfig, TrackerConfig
 from omc.contract import EngineMeta
 from omc.errors import BadInput
-from omc.files import replacing
+from omc.files import file_sha256, replacing
 from omc.runtime.letterbox import LetterboxTransform, letterbox
 from omc.runtime.sources import FrameSource, open_source
 
@@ -244,14 +243,6 @@ def holdout_frames(meta: EngineMeta, limit: int) -> list[U8]:
         return []
     log.info("judging on %d held-out frame(s) of the calibration set %s", min(limit, len(images)), path)
     return [images[i] for i in range(min(limit, len(images)))]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- building ----------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ no reference code is needed.
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ import torch
 from torch import Tensor
 
 from omc.errors import BadInput, CheckpointError, UnsafeCheckpoint
-from omc.files import replacing
+from omc.files import file_sha256, replacing
 from omc.export.model import (
     DEFAULT_GLOBAL_POINT,
     DEFAULT_INPUT_HW,
@@ -120,7 +119,6 @@ MAX_LISTED_KEYS = 6
 _DEPTH_PROBES = ((2, 3), (4, 9), (6, 9), (9, 3), (13, 3), (17, 3), (20, 3), (23, 3))
 # Output channels of layer 0 (Focus) in the default config, before the width gain.
 _FOCUS_CHANNELS = 64
-_HASH_CHUNK_BYTES = 1 << 20
 
 
 # --- restricted unpickling ---------------------------------------------------------------------
@@ -253,14 +251,6 @@ class LoadedCheckpoint:
 
 
 # --- reading -----------------------------------------------------------------------------------
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_HASH_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _first_line(exc: BaseException) -> str:

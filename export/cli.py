@@ -347,7 +347,16 @@ def run_verify(args: argparse.Namespace) -> int:
     if explicit:
         raise BadInput(f"{', '.join(explicit)} shape a new export and do not apply to --onnx {args.onnx}")
     meta = EngineMeta.load(args.onnx)
+    if args.backend == "trt":
+        from omc.export.trt.verify import check_plans_run_here
+
+        check_plans_run_here(args.onnx, meta, _trt_device(args.device))  # before any weights load
     return _verify_folder(args.onnx, meta, _weights_for_export(meta, args), args)
+
+
+def _trt_device(text: str) -> int | str:
+    """--device as the TensorRT backend takes it: an index ("0") or a name ("cuda:1")."""
+    return int(text) if text.isdigit() else text
 
 
 def _verify_folder(folder: Path, meta: Any, loaded: "LoadedCheckpoint", args: argparse.Namespace) -> int:
@@ -364,9 +373,8 @@ def _verify_folder(folder: Path, meta: Any, loaded: "LoadedCheckpoint", args: ar
         from omc.errors import CheckFailed
         from omc.export.trt.verify import compare_trt_with_onnxruntime
 
-        device: int | str = int(args.device) if args.device.isdigit() else args.device
         comparison = compare_trt_with_onnxruntime(folder, trt_feeds(frames, loaded.network, meta, counts),
-                                                  meta.precision, device)  # fmt: skip
+                                                  meta.precision, _trt_device(args.device))  # fmt: skip
         sys.stdout.write(comparison.summary() + "\n")
         if not comparison.passed:
             raise CheckFailed(f"TensorRT differs from ONNX Runtime beyond the {meta.precision} tolerance")

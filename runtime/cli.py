@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKENDS = ("ort", "trt")
-DEVICES = ("cpu", "cuda", "tensorrt")
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 # Prefix of the argparse destinations of TrackerConfig fields (kept apart from the other flags).
 _TRACKER_DEST = "tracker_"
 _CITATION = re.compile(r"\s*\((?:section\s+)?\d[^)]*\)")
@@ -119,7 +119,8 @@ def _register_track(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--engines", required=True, type=Path, metavar="DIR", help="folder with export.json and the engines (omc export)")
     parser.add_argument("--out", required=True, type=Path, metavar="RESULTS.txt", help="MOTChallenge results file to write")
     parser.add_argument("--backend", choices=BACKENDS, default="ort", help="inference backend (default: ort)")
-    parser.add_argument("--device", choices=DEVICES, default="cpu", help="device / execution provider (default: cpu)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="device / ONNX Runtime execution provider; auto: the CPU for ort, the GPU for trt (default: auto)")
     parser.add_argument("--save-video", type=Path, default=None, metavar="VIDEO.mp4", help="also write the frames with boxes, ids and trails (mp4v); restored boxes are dashed")
     parser.add_argument("--frame-rate", type=float, default=None, metavar="FPS", help="override the source's frame rate (default: the video header or seqinfo.ini; 30 when neither states one)")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames (default: all)")

@@ -116,15 +116,16 @@ class Tracker:
         cls,
         engine_dir: str | Path,
         backend: str = "ort",
-        device: str = "cpu",
+        device: str = "auto",
         config: TrackerConfig = TrackerConfig(),
         frame_rate: float = 30.0,
         **options: Any,
     ) -> "Tracker":
         """Open the engines in `engine_dir` (export.json + ONNX files or TensorRT plans) and track with them.
 
-        backend: "ort" (ONNX Runtime) or "trt" (TensorRT). device: "cpu", "cuda" or "tensorrt"
-        for ONNX Runtime's execution providers. options: passed to the backend (e.g.
+        backend: "ort" (ONNX Runtime) or "trt" (TensorRT). device: "auto" (the CPU for ONNX
+        Runtime, the first CUDA GPU for TensorRT), "cpu", "cuda" or "tensorrt" (ONNX Runtime's
+        execution providers), "cuda:N" (TensorRT's GPU). options: passed to the backend (e.g.
         intra_op_threads). `close()` releases the engines.
         """
         from omc.runtime.backends import open_engines

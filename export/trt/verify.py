@@ -219,6 +219,20 @@ def _host(outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return {name: np.array(value, copy=True) for name, value in outputs.items()}
 
 
+def check_plans_run_here(engine_dir: str | Path, meta: EngineMeta, device: int | str = 0) -> None:
+    """Open and activate the detector plan once, then release it.
+
+    Every reason the comparison cannot run on this machine (no plans, no TensorRT, no GPU, plans
+    built by another edition, version or GPU target) is raised here as the runtime's OmcError,
+    before the PyTorch side spends time making the feeds.
+    """
+    from omc.runtime.backends.trt import TensorRTBackend
+
+    detector, _ = TensorRTBackend.open_pair(engine_dir, meta, device)
+    detector.activate()
+    detector.deactivate()
+
+
 def compare_trt_with_onnxruntime(
     engine_dir: str | Path,
     feeds: Iterable[Mapping[str, np.ndarray]],

@@ -18,6 +18,9 @@ from omc.errors import BadInput, OmcError
 from omc.runtime.backends.base import Backend
 
 BACKENDS = ("ort", "trt")
+# The device "auto" means: ONNX Runtime on the CPU, TensorRT on the first CUDA GPU.
+AUTO_DEVICE = "auto"
+DEFAULT_DEVICES = {"ort": "cpu", "trt": "cuda"}
 
 
 Pair = tuple[Backend, Backend | None]  # (detector, recheck or None)
@@ -56,19 +59,21 @@ def _open_tensorrt(engine_dir: Path, meta: EngineMeta, device: str, options: dic
 
 
 def open_engines(
-    engine_dir: str | Path, backend: str = "ort", device: str = "cpu", **options: Any
+    engine_dir: str | Path, backend: str = "ort", device: str = AUTO_DEVICE, **options: Any
 ) -> tuple[Backend, Backend | None, EngineMeta]:
     """Open the engines of one export, activated and checked against its export.json.
 
     engine_dir: the folder `omc export` wrote (export.json with detector.onnx / recheck.onnx, or
     the TensorRT plans built from them). backend: "ort" (ONNX Runtime) or "trt" (TensorRT).
-    device: for "ort" one of "cpu", "cuda", "tensorrt" (execution providers); for "trt" the GPU
-    ("cuda", "cuda:N"). options: backend keywords (ort: intra_op_threads, device_id).
+    device: "auto" (the CPU for "ort", the first CUDA GPU for "trt"); for "ort" one of "cpu",
+    "cuda", "tensorrt" (execution providers); for "trt" the GPU ("cuda", "cuda:N"). options: backend keywords (ort: intra_op_threads, device_id).
     Returns (detector, recheck or None for an export without the re-check network, meta).
     Deactivate both when done (or use each as a context manager).
     """
     if backend not in BACKENDS:
         raise BadInput(f"backend '{backend}' is not one of {', '.join(BACKENDS)}")
+    if device == AUTO_DEVICE:
+        device = DEFAULT_DEVICES[backend]
     engine_dir = Path(engine_dir)
     meta = EngineMeta.load(engine_dir)
     opener = _open_onnxruntime if backend == "ort" else _open_tensorrt
@@ -86,4 +91,4 @@ def open_engines(
     return detector, recheck, meta
 
 
-__all__ = ["BACKENDS", "Backend", "open_engines"]
+__all__ = ["AUTO_DEVICE", "BACKENDS", "Backend", "DEFAULT_DEVICES", "open_engines"]

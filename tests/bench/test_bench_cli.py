@@ -188,6 +188,23 @@ def test_bad_options_are_one_line_errors(tmp_path: Path, extra: list[str], messa
     assert not (tmp_path / "results").exists()
 
 
+def test_an_export_of_other_weights_is_refused(tmp_path: Path) -> None:
+    """--weights with an export made from something else: refused before any timing, so the torch
+    backend and the engines never run two different models under one name."""
+    engines, checkpoint = tmp_path / "engines", tmp_path / "mine.pt"
+    write_toy_engines(engines)
+    checkpoint.write_bytes(b"not the weights the toy engines came from")
+    result = subprocess.run(
+        [sys.executable, "-m", "omc", "bench", "--onnx", str(engines), "--weights", str(checkpoint), "--backend", "ort",
+         "--results", str(tmp_path / "results"), *FAST],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {engines} holds an export of ") and f"not of {checkpoint}" in last
+    assert "Traceback" not in result.stderr and not (tmp_path / "results").exists()
+
+
 def test_plot_without_matplotlib_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     engines = tmp_path / "engines"
     write_toy_engines(engines)

@@ -83,7 +83,7 @@ def test_quantize_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                    "--repeats", "2", "--threads", "1", "--json", str(report_json)])  # fmt: skip
     printed = capsys.readouterr().out
     expected = drift_on_holdout(tiny_export(), out, tiny_calibration())
-    assert status == (1 if expected.violations() else 0)
+    assert expected.violations() == [] and status == 0  # within the drift bounds, so the report passes
     for line in ("cpu flags         avx2=", "detector fp32", "detector int8", "speed-up", "ID map cosine"):
         assert line in printed
     figures = json.loads(report_json.read_text())

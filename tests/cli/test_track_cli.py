@@ -117,7 +117,7 @@ def test_track_writes_results_and_summary(tmp_path: Path, scripted: type[Scripte
     assert "4 frames, 2 tracks, 3 restored boxes" in err and str(out) in err
     created = scripted.created[0]
     assert created["config"] == TrackerConfig()
-    assert (created["backend"], created["device"], created["frame_rate"]) == ("ort", "cpu", 30.0)
+    assert (created["backend"], created["device"], created["frame_rate"]) == ("ort", "auto", 30.0)
 
 
 def test_tracker_flags_become_the_config(tmp_path: Path, scripted: type[ScriptedTracker], engines: Path) -> None:
@@ -351,3 +351,29 @@ def test_cli_sigint_keeps_a_valid_results_file(tmp_path: Path, toy_engines: Path
     assert text.endswith("\n")
     table = read_mot_txt(out)
     assert 0 < table.frames.max() < total
+
+
+def test_cli_end_to_end_on_a_real_export(tmp_path: Path) -> None:
+    """`omc track` on a video with the engines `omc export` wrote (the tests' small random network;
+    a low threshold gives it tracks), with the re-check on."""
+    from small_export import small_export  # tests/ is on sys.path through its conftest.py
+
+    from omc.benchmarks.clip import generated_clip
+
+    frames = generated_clip((320, 192), 8, seed=0)
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (320, 192))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    out, video = tmp_path / "runs" / "res.txt", tmp_path / "runs" / "demo.mp4"
+    result = run_omc("track", str(clip), "--engines", str(small_export()), "--out", str(out), "--save-video", str(video),
+                     "--conf-thres", "0.05")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    summary = result.stderr.strip().splitlines()[-1]
+    assert summary.startswith("8 frames, ") and summary.endswith(f"-> {out}, video {video}")
+    table = read_mot_txt(out)
+    assert len(table) > 0 and set(table.frames.tolist()) <= set(range(2, 9))  # confirmed from frame 2 on
+    assert (table.boxes_tlwh[:, 2:] > 0).all() and np.isfinite(table.boxes_tlwh).all()
+    assert sorted(os.listdir(out.parent)) == ["demo.mp4", "res.txt"]

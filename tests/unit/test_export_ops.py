@@ -241,3 +241,27 @@ def test_half_precision_network_keeps_coordinate_islands_in_float32() -> None:
     aggregated = half.aggregate_similarity(id_unit, torch.zeros(2, 512, dtype=torch.float16), 3)
     assert torch.isfinite(aggregated).all() and aggregated.abs().max() == 0
     assert np.isfinite(aggregated.float().numpy()).all()
+
+
+def test_a_checkpoint_without_recheck_exports_the_cstrack_detector_only(tmp_path: Path) -> None:
+    """A stage-1 (CSTrack) checkpoint: no recheck.onnx, the detector's first five outputs only,
+    still inside the operator allow-list, and ONNX Runtime runs it."""
+    import onnxruntime as ort
+
+    from omc.export.checkpoint import random_checkpoint
+
+    arch = small_checkpoint().architecture
+    width, height = SMALL_CONFIG.img_size
+    loaded = random_checkpoint(arch, seed=1, with_recheck=False, input_hw=(height, width))
+    result = export_engines(loaded, SMALL_CONFIG, tmp_path, seed=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [contract.DETECTOR_ONNX, contract.EXPORT_JSON]
+    assert not result.meta.has_recheck
+    model = onnx.load(str(tmp_path / contract.DETECTOR_ONNX))
+    assert [o.name for o in model.graph.output] == list(contract.DETECTOR_CORE_OUTPUTS)
+    assert {node.op_type for node in model.graph.node} - set(ALLOWED_OPS) == set()
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(str(tmp_path / contract.DETECTOR_ONNX), providers=["CPUExecutionProvider"])
+    images = np.zeros((1, height, width, 3), np.uint8)
+    outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {contract.IMAGES: images})))
+    assert outputs[contract.DET_BOXES].shape == (1, SMALL_CONFIG.topk, 4)
+    assert outputs[contract.ID_EMBEDDINGS].shape[1:3] == (height // 8, width // 8)

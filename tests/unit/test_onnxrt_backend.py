@@ -150,7 +150,11 @@ def test_factory_refusals(tmp_path, engines):
     with pytest.raises(BadInput, match="backend 'onnx'"):
         open_engines(engines, backend="onnx")
     with pytest.raises(BadInput, match="runs on a GPU"):
+        open_engines(engines, backend="trt", device="cpu")
+    # The default device "auto" sends TensorRT to the GPU: here it stops there (no plans, library or GPU).
+    with pytest.raises(OmcError) as refused:
         open_engines(engines, backend="trt")
+    assert "runs on a GPU" not in str(refused.value)
     with pytest.raises(BadInput, match="not found"):
         open_engines(tmp_path)
     for name in (contract.DETECTOR_ONNX, contract.EXPORT_JSON):

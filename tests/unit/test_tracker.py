@@ -183,6 +183,41 @@ def test_zero_height_boxes_are_dropped_before_the_kalman_filter(caplog):
     assert all(np.isfinite(t.box).all() for tracks in results for t in tracks)
 
 
+class _CorruptRecheck:
+    """The re-check stand-in with `name`'s first row (the highest peak) set to `value` from `start` on."""
+
+    def __init__(self, recheck, name, value, start):
+        self.recheck, self.name, self.value, self.start = recheck, name, value, start
+
+    def infer(self, feeds):
+        outputs = self.recheck.infer(feeds)
+        if self.recheck.frame >= self.start:
+            outputs[self.name][0, 0] = self.value
+        return outputs
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "warning"),
+    [
+        (contract.TRANS_SCORES, np.nan, "re-check peak(s) with a NaN or inf score"),
+        (contract.TRANS_BOXES, np.inf, "re-check peak row(s) with NaN or inf values"),
+        (contract.TRANS_EMBEDDINGS, np.nan, "re-check detection(s) with a NaN or inf embedding"),
+    ],
+)
+def test_non_finite_recheck_rows_are_dropped_with_a_warning(caplog, name, value, warning):
+    """In the street scene C is restored by the re-check on frames 20-29 (its peak is the highest):
+    a broken peak row is dropped with a warning and the stream goes on with finite boxes."""
+    scene = street_scene(32)
+    detector, rc = SceneDetector(scene), SceneRecheck(scene)
+    tracker = Tracker(detector, _CorruptRecheck(rc, name, value, start=20), scene_meta())
+    with caplog.at_level(logging.WARNING, logger="omc.runtime.detections"):
+        results = run_scene(scene, tracker, detector, rc)
+    assert warning in caplog.text
+    assert all(len(tracks) <= 4 for tracks in results)
+    assert all(np.isfinite(t.box).all() and np.isfinite(t.score) for tracks in results for t in tracks)
+    assert not any(t.restored for tracks in results[20:] for t in tracks)  # C's restored boxes were the broken ones
+
+
 def test_tracklets_beyond_the_export_maximum_are_capped(caplog):
     scene = street_scene(8)
     tracker, det, rc = _tracker(scene, meta=scene_meta(max_tracklets=2))
