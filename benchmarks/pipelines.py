@@ -211,8 +211,11 @@ class TorchPipeline(FramePipeline):
         return self.path.recheck(detected, tracklets)
 
     def to_host(self, detected: Any, rechecked: Any | None) -> tuple[Any, Any | None]:
-        # The reference reads candidates, density and ID map on the host after its NMS; on a CPU
-        # device `.cpu()` returns the tensor itself.
+        if self.path.device.type != "cpu":
+            # On a GPU the reference thresholds and suppresses on the device and copies only the
+            # kept rows and their embeddings to the host: those copies are part of `detections`.
+            return detected, rechecked
+        # On the CPU `.cpu()` returns the tensor itself: nothing moves.
         host = detected._replace(
             candidates=detected.candidates.cpu(), dense=detected.dense.cpu(), id_map=detected.id_map.cpu()
         )

@@ -15,6 +15,7 @@ import pytest
 from onnx import numpy_helper
 
 from calib_exports import TINY_CALIB, tiny_calibration, tiny_export, tiny_int8
+from paths import rtx_or_skip
 from omc import contract
 from omc.calib.dataset import CalibrationSet
 from omc.calib.drift import DriftReport, drift_on_holdout
@@ -211,7 +212,7 @@ def test_int8_graphs_run_in_onnx_runtime_within_the_drift_bounds(target: str) ->
 
 
 def test_tensorrt_target_parses_with_tensorrt_for_rtx_and_its_build_is_refused(tmp_path: Path) -> None:
-    pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX (the 'rtx' extra) is not installed")
+    rtx_or_skip()
     from omc.config import TensorRTBuildConfig
     from omc.export.trt.builder import build_engines, check_network_contract, parse_onnx
     from omc.runtime.backends.trt import load_tensorrt

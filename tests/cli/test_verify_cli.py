@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from paths import fixture_path  # tests/ is on sys.path through its conftest.py
+from paths import fixture_path, rtx_or_skip  # tests/ is on sys.path through its conftest.py
 from small_export import copy_export, fixture_export
 
 from omc import contract
@@ -120,7 +120,7 @@ def test_tensorrt_route_refuses_cleanly_without_plans_or_gpu(tmp_path: Path) -> 
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {folder / 'detector.plan'} not found; build the engines: omc build --onnx {folder} --edition auto"
     )
-    pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX is not installed (pip install '.[rtx]')")
+    rtx_or_skip()
     from omc.runtime.backends.cuda_memory import cuda_unavailable_reason
 
     assert main(["build", "--onnx", str(folder), "--edition", "rtx"]) == 0

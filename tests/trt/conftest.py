@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from paths import rtx_or_skip  # tests/ is on sys.path
 from trt_exports import copy_engines, write_contract_export  # tests/trt is on sys.path (conftest dir)
 
 
@@ -31,8 +32,9 @@ def int8_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def rtx_module() -> object:
-    """The TensorRT for RTX module (builds without a GPU); the test is skipped when absent."""
-    return pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX is not installed (pip install '.[rtx]')")
+    """The TensorRT for RTX module (builds without a GPU); the test is skipped when absent (fails
+    instead under `make test`, which installs it)."""
+    return rtx_or_skip()
 
 
 @pytest.fixture(scope="session")
