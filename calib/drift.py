@@ -26,6 +26,7 @@ lists those outside CalibConfig's bounds.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -35,8 +36,11 @@ import numpy.typing as npt
 
 from omc import contract
 from omc.config import CalibConfig, TrackerConfig
+from omc.contract import EngineMeta
 from omc.runtime.assign import iou_distance, linear_assignment
 from omc.runtime.detections import select_basic
+
+log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
 Outputs = Mapping[str, Any]
@@ -365,3 +369,28 @@ def drift_on_holdout(
     samples = calibration.holdout_recheck
     tracklets = [samples.tracklets(s) for s in range(len(samples))] if len(samples) == len(calibration.holdout_images) else []
     return measure_drift(float_dir, int8_dir, calibration.holdout_images, tracklets, config, intra_op_threads=intra_op_threads)
+
+
+def recorded_drift(int8_dir: str | Path, meta: EngineMeta, config: CalibConfig = CalibConfig()) -> DriftReport | None:
+    """`drift_on_holdout` of an INT8 export against the float export and calibration set its
+    export.json records (`omc verify`); None, with a logged reason, when either is gone or changed.
+    `config.keep_float` is taken from the record."""
+    from dataclasses import replace
+
+    from omc.files import file_sha256
+
+    record = meta.extra.get("int8", {})
+    float_dir = Path(record.get("float_export", ""))
+    calib_file = Path(record.get("calibration", {}).get("path", ""))
+    if not record.get("float_export") or not (float_dir / contract.EXPORT_JSON).is_file():
+        log.warning("the float export this INT8 export was quantized from (%s) is not available: no drift figures",
+                    record.get("float_export") or "not recorded")
+        return None
+    if file_sha256(float_dir / contract.EXPORT_JSON) != record.get("float_export_sha256"):
+        log.warning("%s changed since this INT8 export was made from it: no drift figures", float_dir)
+        return None
+    if not calib_file.is_file() or file_sha256(calib_file) != record.get("calibration", {}).get("sha256"):
+        log.warning("the calibration set %s is gone or changed: no drift figures", calib_file)
+        return None
+    kept = record.get("kept_float", {}).get("regions", config.keep_float)
+    return drift_on_holdout(float_dir, int8_dir, calib_file, replace(config, keep_float=tuple(kept)))

@@ -37,7 +37,9 @@ export.json key is also written into each graph's metadata_props, as `omc export
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 import logging
 import os
@@ -192,14 +194,17 @@ def compute_ranges(
     count = 0
     for feed in feeds:
         reader = FeedReader([feed], input_names)
-        calibrator.collect_data(reader)
+        # The histogram calibrators print a line per call to stdout, which carries our results.
+        with contextlib.redirect_stdout(io.StringIO()):
+            calibrator.collect_data(reader)
         count += reader.count
     if count == 0:
         raise BadInput(
             "the calibration set gave no feeds for this graph (no frames, or no re-check samples "
             "because it was made from engines without the re-check network); make it again with omc calib"
         )
-    tensors = calibrator.compute_data()
+    with contextlib.redirect_stdout(io.StringIO()):
+        tensors = calibrator.compute_data()
     quantization.save_tensors_data(tensors, cache)
     del calibrator
     return count
@@ -424,6 +429,7 @@ def _int8_record(
             "nodes": {g.engine: {r: n for r, n in g.regions.counts().items() if r in config.keep_float} for g in graphs},
             "not_quantized_op_types": "MatMul, Softmax, InstanceNormalization, LayerNormalization, Gemm (see omc.calib.quantize)",
         },
+        "float_export": str(onnx_dir.resolve()),
         "float_export_sha256": file_sha256(onnx_dir / contract.EXPORT_JSON),
         "onnxruntime": onnxruntime.__version__,
         "omc": __version__,

@@ -380,6 +380,21 @@ def _verify_folder(folder: Path, meta: Any, loaded: "LoadedCheckpoint", args: ar
             raise CheckFailed(f"TensorRT differs from ONNX Runtime beyond the {meta.precision} tolerance")
         return 0
     report = verify_export(folder, loaded.network, frames, counts)
+    drift_problems: list[str] = []
+    if meta.precision == "int8":
+        # Against the float export it was quantized from, on the calibration set's held-out frames:
+        # score, box and embedding drift and the change in detections kept after NMS (printed
+        # before the comparison table, whose last line is the verdict).
+        from omc.calib.drift import recorded_drift
+
+        drift = recorded_drift(folder, meta)
+        if drift is not None:
+            sys.stdout.write("INT8 vs its float export\n" + drift.table() + "\n\n")
+            drift_problems = drift.violations()
     sys.stdout.write(report.table() + "\n")
     raise_if_failed(report)
+    if drift_problems:
+        from omc.errors import CheckFailed
+
+        raise CheckFailed("INT8 drift outside the bounds: " + "; ".join(drift_problems))
     return 0

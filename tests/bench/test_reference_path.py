@@ -20,6 +20,7 @@ from omc.benchmarks.reference_path import (  # noqa: E402
 )
 from omc.cli import main  # noqa: E402
 from omc.config import TrackerConfig  # noqa: E402
+from omc.contract import EngineMeta  # noqa: E402
 from omc.runtime.nms import cluster_diou_nms, nms_thresholds  # noqa: E402
 from omc.runtime.tracker import Tracker  # noqa: E402
 from small_export import copy_export, small_checkpoint, small_export  # noqa: E402
@@ -111,6 +112,10 @@ def test_bench_times_torch_beside_onnxruntime(export: tuple[Path, Any], tmp_path
     int8 = result["backends"]["ort-int8"]
     assert int8["status"] == "ok" and int8["environment"]["backend"]["engine_dir"] == str(engines / "int8-cpu")
     assert (engines / "int8-cpu" / "export.json").is_file()
+    # The calibration set stays beside the export, so omc verify can judge the INT8 graphs later.
+    record = EngineMeta.load(engines / "int8-cpu").extra["int8"]
+    assert record["calibration"]["path"] == str((engines / "calib-bench.npz").resolve())
+    assert record["float_export"] == str(engines.resolve())
 
 
 def test_channels_last_and_fp16_forms_decide_as_fp32_and_leave_the_network_alone(export: tuple[Path, Any]) -> None:

@@ -108,6 +108,9 @@ def test_verify_judges_int8_exports_on_the_held_out_frames(target: str, capsys: 
     assert "judging on 4 held-out frame(s) of the calibration set" in captured.err
     assert "(int8, drift): 4 frame(s)" in captured.out
     assert status == 0 and captured.out.rstrip().endswith("PASSED")
+    # Drift against the float export it came from (recorded in export.json), NMS decisions included.
+    assert captured.out.startswith("INT8 vs its float export\n")
+    assert "detections after NMS, float / INT8 / changed" in captured.out
 
 
 def test_held_out_frames_are_not_used_when_the_set_is_gone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
