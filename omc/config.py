@@ -247,6 +247,9 @@ class CalibConfig:
     # each measures). Measured on the random-weight L model at 1088 x 608 (cpu / tensorrt target):
     # unpaired 0 / 0.007, score error max 0.003, median box error 2.1 / 4.0 px, embedding cosine
     # mean 0.991 / 0.980, heat-map error max 0.037 / 0.050; the bounds leave room for other weights.
+    # Not reproduced on 2026-12-04 (cpu target, random L, seed 0): calibrated on vtest.avi the
+    # median box error was 16.2 px and the embedding cosine 0.901; on 16 generated-clip frames
+    # 36.0 px and 0.686 (README, "INT8"). The bounds are kept: they fail those exports, as they should.
     drift_max_unpaired: float = 0.1
     drift_max_score_error: float = 0.05
     drift_max_box_error_px: float = 6.0

@@ -206,3 +206,34 @@ def test_runtime_opens_the_real_export_and_tracks() -> None:
             tracks = tracker.update(frame)
             assert isinstance(tracks, list)
         assert tracker.last_detections is not None
+
+
+def test_s_variant_export_matches_at_576x320(tmp_path) -> None:
+    """The issue's size class: width 0.5, depth 0.33 (the s variant; random weights) at 576 x 320,
+    for n = 1, a typical n and the export's maximum."""
+    from omc.config import ExportConfig
+    from omc.export.checkpoint import random_checkpoint
+    from omc.export.onnx_export import export_engines
+
+    config = ExportConfig(img_size=(576, 320), max_batch=1, max_tracklets=64)
+    loaded = random_checkpoint("s", seed=2, input_hw=(320, 576))
+    assert (loaded.architecture.width_multiple, loaded.architecture.depth_multiple) == (0.5, 0.33)
+    export_engines(loaded, config, tmp_path, seed=2)
+    report = verify_export(tmp_path, loaded.network, generated_frames((320, 576), 1, seed=5), (1, 16, 64))
+    table = report.table()
+    assert report.passed and report.tracklet_counts == (1, 16, 64), table
+    stats = rows(report)
+    for name in ("det top-K (kept)", "trans top-P (kept)"):
+        assert stats[name].worst == 1.0, table  # type: ignore[attr-defined]
+    for name in ("det top-K (unpaired)", "trans top-P (unpaired)"):
+        assert stats[name].worst == 0.0, table  # type: ignore[attr-defined]
+    # This network's PyTorch float32 itself is ~2e-4 off float64 in scores (0.18 px in boxes): the
+    # stated 1e-4 / 0.05 px sit below that, so ONNX Runtime is held to 1.5x the measured noise.
+    score_limit = max(1e-4, 1.5 * report.noise.score_abs)
+    box_limit = max(0.05, 1.5 * report.noise.box_px)
+    for name in (contract.DET_SCORES, contract.TRANS_SCORES, contract.RECHECK_HEATMAP):
+        assert stats[name].max_abs <= score_limit, table  # type: ignore[attr-defined]
+    for name in (contract.DET_BOXES, contract.TRANS_BOXES):
+        assert stats[name].max_abs <= box_limit, table  # type: ignore[attr-defined]
+    for name in (contract.DET_EMBEDDINGS, contract.TRANS_EMBEDDINGS, contract.ID_EMBEDDINGS):
+        assert stats[name].worst > 0.9999, table  # type: ignore[attr-defined]
