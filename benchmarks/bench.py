@@ -341,8 +341,6 @@ def _rates(backend: dict[str, Any], flops: dict[str, Any], ceiling: CeilingResul
     }
 
 
-
-
 def _gpu_ceiling(backends: dict[str, Any], config: BenchConfig) -> CeilingResult | None:
     """The GPU's float16 GEMM rate when a GPU backend ran and torch can use CUDA; else None."""
     if not any(backends[name].get("status") == "ok" for name in GPU_BACKENDS if name in backends):

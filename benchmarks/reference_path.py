@@ -28,7 +28,7 @@ On a CUDA device the same path runs as the reference runs on a GPU: the network 
 (`precision="fp16"`, the reference calls `.half()` on CUDA), eager. Two options go beyond it and
 show what PyTorch alone can reach: `channels_last` (NHWC activations, the layout cuDNN's
 tensor-core convolutions want) and `cuda_graph` (the detector replayed from a captured CUDA graph,
-one per input shape, so its ~400 kernel launches cost one). Host post-processing reads float32
+one per input shape, so its hundreds of kernel launches cost one). Host post-processing reads float32
 either way. Every stage waits for the device before it returns, so each stage's time is its own.
 """
 
