@@ -328,6 +328,9 @@ def test_cli_sigint_keeps_a_valid_results_file(tmp_path: Path, toy_engines: Path
     process = subprocess.Popen(
         [sys.executable, "-m", "omc", "track", str(video), "--engines", str(toy_engines), "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+        # A test run started in the background by a non-interactive shell inherits SIGINT ignored,
+        # and Python then installs no Ctrl-C handler: give the child the default disposition.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60
