@@ -220,6 +220,21 @@ class CalibrationSet:
         )
 
 
+def recorded_calibration_set(meta: EngineMeta) -> Path | None:
+    """The calibration set an INT8 export was made with, as its export.json records it; None, with
+    a logged warning, when that file is gone or has changed since (its SHA-256 differs)."""
+    record = meta.extra.get("int8", {}).get("calibration", {})
+    path = Path(record.get("path", ""))
+    if not record.get("path") or not path.is_file():
+        log.warning("the calibration set of this INT8 export (%s) is not available; pass frames like its "
+                    "calibration footage (--frames)", record.get("path") or "not recorded")
+        return None
+    if file_sha256(path) != record.get("sha256"):
+        log.warning("%s changed since this INT8 export was calibrated with it; its held-out frames are not used", path)
+        return None
+    return path
+
+
 def holdout_frames(meta: EngineMeta, limit: int) -> list[U8]:
     """The held-out frames (uint8 [H, W, 3] each, at most `limit`) of the calibration set an INT8
     export was made with, as recorded in its export.json; [] when that set is gone or changed.
@@ -228,14 +243,8 @@ def holdout_frames(meta: EngineMeta, limit: int) -> list[U8]:
     (`omc verify`): frames unlike the footage (e.g. synthetic noise) drive activations past the
     calibrated ranges and measure something else.
     """
-    record = meta.extra.get("int8", {}).get("calibration", {})
-    path = Path(record.get("path", ""))
-    if not record.get("path") or not path.is_file():
-        log.warning("the calibration set of this INT8 export (%s) is not available; pass frames like its "
-                    "calibration footage (--frames)", record.get("path") or "not recorded")
-        return []
-    if file_sha256(path) != record.get("sha256"):
-        log.warning("%s changed since this INT8 export was calibrated with it; its held-out frames are not used", path)
+    path = recorded_calibration_set(meta)
+    if path is None:
         return []
     images = CalibrationSet.load(path).holdout_images
     if len(images) == 0 or tuple(images.shape[1:3]) != tuple(meta.input_hw):

@@ -377,11 +377,11 @@ def recorded_drift(int8_dir: str | Path, meta: EngineMeta, config: CalibConfig =
     `config.keep_float` is taken from the record."""
     from dataclasses import replace
 
+    from omc.calib.dataset import recorded_calibration_set
     from omc.files import file_sha256
 
     record = meta.extra.get("int8", {})
     float_dir = Path(record.get("float_export", ""))
-    calib_file = Path(record.get("calibration", {}).get("path", ""))
     if not record.get("float_export") or not (float_dir / contract.EXPORT_JSON).is_file():
         log.warning("the float export this INT8 export was quantized from (%s) is not available: no drift figures",
                     record.get("float_export") or "not recorded")
@@ -389,8 +389,8 @@ def recorded_drift(int8_dir: str | Path, meta: EngineMeta, config: CalibConfig =
     if file_sha256(float_dir / contract.EXPORT_JSON) != record.get("float_export_sha256"):
         log.warning("%s changed since this INT8 export was made from it: no drift figures", float_dir)
         return None
-    if not calib_file.is_file() or file_sha256(calib_file) != record.get("calibration", {}).get("sha256"):
-        log.warning("the calibration set %s is gone or changed: no drift figures", calib_file)
+    calib_file = recorded_calibration_set(meta)
+    if calib_file is None:
         return None
     kept = record.get("kept_float", {}).get("regions", config.keep_float)
     return drift_on_holdout(float_dir, int8_dir, calib_file, replace(config, keep_float=tuple(kept)))

@@ -1,4 +1,4 @@
-"""Writing files so that a failure never leaves a half-written one behind."""
+"""Files: writing so that a failure never leaves a half-written one behind, and content hashes."""
 
 from __future__ import annotations
 
