@@ -25,7 +25,7 @@ from omc.cli import main
 from omc.config import TrackerConfig
 from omc.errors import BadInput
 from omc.runtime import sources
-from omc.runtime.results import partial_path, read_mot_txt
+from omc.apps.results import partial_path, read_mot_txt
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 W, H = 96, 64

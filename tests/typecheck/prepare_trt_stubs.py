@@ -8,7 +8,7 @@ and again by `make typecheck`.
    The repair edits the INSTALLED copy only (the stubs are third-party text: the repository never
    carries a copy). Errors mypy still finds inside the stubs are silenced per module in
    pyproject.toml's [tool.mypy] overrides; calls from omc into TensorRT stay fully checked.
-2. Lay out build/typecheck/omc/{export,runtime,calib,benchmarks} as links to the top-level
+2. Lay out build/typecheck/omc/{export,runtime,apps,calib,benchmarks} as links to the top-level
    folders. The `omc` namespace maps folders to subpackages (omc.export = export/), which pip's
    editable install implements with an import hook that mypy cannot follow; pyproject.toml points
    mypy_path at this tree.
@@ -31,7 +31,7 @@ STUB_PACKAGES = ("tensorrt", "tensorrt_bindings")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TREE_ROOT = REPO_ROOT / "build" / "typecheck"
 # omc subpackages that live in top-level folders (pyproject.toml [tool.setuptools] package-dir).
-SUBPACKAGE_FOLDERS = ("export", "runtime", "calib", "benchmarks")
+SUBPACKAGE_FOLDERS = ("export", "runtime", "apps", "calib", "benchmarks")
 
 # A parameter named `in` in a def line: `(self, in: ...` or `, in: ...`.
 _KEYWORD_PARAMETER = re.compile(r"(?<=[(,])(\s*)in(\s*:)")

@@ -10,7 +10,7 @@ import pytest
 
 from omc.config import OverlayConfig
 from omc.errors import BadInput
-from omc.runtime.draw import OverlayVideoWriter, TrailHistory, draw_tracks, id_colour
+from omc.apps.draw import OverlayVideoWriter, TrailHistory, draw_tracks, id_colour
 
 STYLE = OverlayConfig(line_thickness_px=1, dash_length_px=4)
 

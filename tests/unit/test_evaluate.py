@@ -11,7 +11,7 @@ import pytest
 
 from omc.config import EvalConfig
 from omc.errors import BadInput, MissingDependency
-from omc.runtime.evaluate import evaluate, find_sequence_pairs, iou_distance, iou_tlwh
+from omc.apps.evaluate import evaluate, find_sequence_pairs, iou_distance, iou_tlwh
 
 # Two people, three frames. GT rows: frame,id,x,y,w,h,mark,class,visibility.
 GT = """\

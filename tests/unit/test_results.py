@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from omc.errors import BadInput
-from omc.runtime.results import MotResultsWriter, format_frame, partial_path, read_mot_txt
+from omc.apps.results import MotResultsWriter, format_frame, partial_path, read_mot_txt
 
 
 def test_format_frame_hand_case() -> None:

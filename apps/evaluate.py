@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from omc.config import EvalConfig
 from omc.errors import BadInput, MissingDependency
-from omc.runtime.results import MotTable, read_mot_txt
+from omc.apps.results import MotTable, read_mot_txt
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Only argparse lives here: flags become a `TrackerConfig` / `EvalConfig` and plai
 before anything below is called. Heavy modules (the tracker, OpenCV, motmetrics) are imported
 inside the commands, so `omc --help` stays fast.
 
-`omc track` writes MOTChallenge results frame by frame (see omc.runtime.results for the crash
+`omc track` writes MOTChallenge results frame by frame (see omc.apps.results for the crash
 safety). On Ctrl-C or an error mid-stream the frames done so far are kept: the results file
 (and the video, with --save-video) are finalised before the exit status is set (130 for Ctrl-C,
 2 for a user error), and a warning says how many frames were kept and where.
@@ -174,8 +174,8 @@ def track_stream(
     """
     from tqdm import tqdm
 
-    from omc.runtime.draw import OverlayVideoWriter, TrailHistory, draw_tracks
-    from omc.runtime.results import MotResultsWriter
+    from omc.apps.draw import OverlayVideoWriter, TrailHistory, draw_tracks
+    from omc.apps.results import MotResultsWriter
 
     try:
         writer = MotResultsWriter(results_path)
@@ -275,7 +275,7 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from omc.runtime.evaluate import evaluate, find_sequence_pairs
+    from omc.apps.evaluate import evaluate, find_sequence_pairs
 
     config = EvalConfig(iou_threshold=args.iou_threshold)
     pairs = find_sequence_pairs(args.gt, args.results)
