@@ -127,7 +127,7 @@ def time_torch_path(crowd: SyntheticCrowd, frames: int, warmup: int, config: Tra
             recheck_features=None,
             siambox_raw=torch.from_numpy(frame.siambox_raw),
         )
-        online = tracker.update_from_network(outputs, transform, heatmap=torch.from_numpy(frame.heatmap))
+        online = tracker.update_from_torch(outputs, transform, heatmap=torch.from_numpy(frame.heatmap))
         if index >= warmup:
             timings = tracker.last_timings_ms
             nms.append(timings["recheck"] + timings["nms_fusion"])

@@ -415,12 +415,12 @@ class TorchReferenceTracker(Tracker):
         start = time.perf_counter()
         outputs = self.path.detect(tensor)
         detector_ms = _since(start)
-        tracks = self.update_from_network(outputs, transform)
+        tracks = self.update_from_torch(outputs, transform)
         self._record("letterbox", letterbox_ms)
         self._record("detector", detector_ms)
         return tracks
 
-    def update_from_network(
+    def update_from_torch(
         self, outputs: DetectorOutputs, transform: LetterboxTransform, heatmap: Tensor | None = None
     ) -> list[Track]:
         """The post-network half of a frame: re-check (with tracklets), detections, association.

@@ -38,13 +38,13 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from omc import contract
 from omc.config import TrackerConfig
 from omc.contract import EngineMeta
 from omc.errors import OmcError
 from omc.runtime.assign import cosine_distance, gate_and_fuse_motion, iou_distance, linear_assignment
 from omc.runtime.boxes import tlwh_to_xyxy, xyah_to_tlwh, xyah_to_xyxy
 from omc.runtime.detections import FrameDetections, frame_detections, unit_rows
+from omc.runtime.engines import BackendPair, EnginePair, NetworkOutputs
 from omc.runtime.kalman import KalmanFilter, MeasurementSpace
 from omc.runtime.letterbox import LetterboxTransform, letterbox
 from omc.runtime.tracks import EventKind, IdCounter, Track, TrackEvent, Tracklet, TrackState, TrackTable
@@ -63,6 +63,9 @@ class InferenceBackend(Protocol):
     def infer(self, feeds: Mapping[str, Any]) -> Mapping[str, Any]: ...
 
 
+F32 = npt.NDArray[np.float32]
+
+
 class Tracker:
     """Multi-object tracker over the detector and (optionally) re-check engines.
 
@@ -72,6 +75,9 @@ class Tracker:
     (`update_from_detections`) instead of frames. A `Backend` that is not active yet is activated here and deactivated
     by `close()`. meta: the engines' export.json. frame_rate: frames per second of the stream
     (the lost-track buffer is config.track_buffer at 30 fps, scaled).
+
+    `Tracker.with_engines(pair, meta)` tracks over any `EnginePair` instead (a remote server's
+    client that runs both engines in one request).
 
     Per-frame diagnostics (replaced every frame): last_timings_ms (ms per stage of STAGES),
     last_events (TrackEvent list), last_tracklet_count (tracklets sent to the re-check),
@@ -88,6 +94,9 @@ class Tracker:
     ) -> None:
         self.detector = detector
         self.recheck = recheck if config.recheck else None
+        # The engines as one step (None for a tracker fed detections); `with_engines` replaces it.
+        self.engines: EnginePair | None = BackendPair(detector, self.recheck) if detector is not None else None
+        self._rechecks = self.recheck is not None
         self.meta = meta
         self.config = config
         self.frame_rate = float(frame_rate)
@@ -133,6 +142,24 @@ class Tracker:
         detector, recheck, meta = open_engines(engine_dir, backend=backend, device=device, **options)
         tracker = cls(detector, recheck, meta, config, frame_rate)
         tracker._owned = [b for b in (detector, recheck) if b is not None]
+        return tracker
+
+    @classmethod
+    def with_engines(
+        cls,
+        engines: EnginePair,
+        meta: EngineMeta,
+        config: TrackerConfig = TrackerConfig(),
+        frame_rate: float = 30.0,
+    ) -> "Tracker":
+        """A tracker whose frames go through `engines` (any EnginePair, e.g. a Triton client).
+
+        The re-check runs when the export has it (meta.has_recheck) and config.recheck is on.
+        Closing the tracker does not close `engines`: its owner does.
+        """
+        tracker = cls(None, None, meta, config, frame_rate)
+        tracker.engines = engines
+        tracker._rechecks = meta.has_recheck and config.recheck
         return tracker
 
     # --- life cycle ------------------------------------------------------------------------------
@@ -198,30 +225,58 @@ class Tracker:
 
     def update_letterboxed(self, images: npt.NDArray[np.uint8], transform: LetterboxTransform) -> list[Track]:
         """Track one already letterboxed frame: images uint8 [1, H, W, 3]; transform maps boxes back."""
-        if self.detector is None:
+        if self.engines is None:
             raise OmcError("this tracker has no detector engine; feed it detections (update_from_detections)")
-        start = time.perf_counter()
-        detector_outputs = self.detector.infer({contract.IMAGES: images})
-        detector_ms = (time.perf_counter() - start) * 1e3
-        tracks = self.update_from_outputs(detector_outputs, transform)
-        self._record("detector", detector_ms)
+        outputs = self.engines.run(images, [self.recheck_tracklets()])[0]
+        timings = getattr(self.engines, "last_timings_ms", {})
+        tracks = self.update_from_network(outputs, transform)
+        for stage in ("detector", "recheck"):
+            self._record(stage, timings.get(stage, 0.0))
         return tracks
 
+    def recheck_tracklets(self) -> F32 | None:
+        """The tracklets the re-check engine needs for the next frame, or None to skip it.
+
+        Returns float32 [n, E] smoothed unit embeddings of the tracked, confirmed tracks with a
+        stored feature (in list order, at most the export's max_tracklets; a new array), or None
+        when the re-check is off or there are none. Sets `last_tracklet_count`. Callers that run
+        the engines themselves (the multi-stream runtime) send these with the frame, then call
+        `update_from_network`.
+        """
+        if not self._rechecks:
+            self.last_tracklet_count = 0
+            return None
+        pool = self._pool_slots()
+        self.last_tracklet_count = len(pool)
+        return self._table.smooth_feature[pool] if len(pool) else None
+
+    def update_from_network(self, outputs: NetworkOutputs, transform: LetterboxTransform) -> list[Track]:
+        """The host half of a frame: detections (NMS, fusion of re-check boxes), association.
+
+        outputs: this frame's engine outputs, the re-check's run on `recheck_tracklets()` taken
+        just before. transform: maps network pixels to frame pixels. Returns the confirmed tracks.
+        """
+        self.last_timings_ms = dict.fromkeys(STAGES, 0.0)
+        start = time.perf_counter()
+        detections = frame_detections(outputs.detector, outputs.recheck, transform, self.config)
+        self._record("nms_fusion", (time.perf_counter() - start) * 1e3)
+        return self.update_from_detections(detections)
+
     def update_from_outputs(self, detector_outputs: Mapping[str, Any], transform: LetterboxTransform) -> list[Track]:
-        """The post-network half of a frame: re-check (when there are tracklets), detections, association.
+        """The post-detector half of a frame: re-check (when there are tracklets), detections, association.
 
         detector_outputs: the detector's outputs for this frame (batch of 1), arrays or device
         handles. transform: maps network pixels to frame pixels.
         """
-        self.last_timings_ms = dict.fromkeys(STAGES, 0.0)
+        tracklets = self.recheck_tracklets()
         start = time.perf_counter()
-        recheck_outputs = self._recheck_step(detector_outputs)
-        self._record("recheck", (time.perf_counter() - start) * 1e3)
-
-        start = time.perf_counter()
-        detections = frame_detections(detector_outputs, recheck_outputs, transform, self.config)
-        self._record("nms_fusion", (time.perf_counter() - start) * 1e3)
-        return self.update_from_detections(detections)
+        recheck_outputs = None
+        if isinstance(self.engines, BackendPair):
+            recheck_outputs = self.engines.recheck_frame(detector_outputs, tracklets)
+        recheck_ms = (time.perf_counter() - start) * 1e3
+        tracks = self.update_from_network(NetworkOutputs(detector_outputs, recheck_outputs), transform)
+        self._record("recheck", recheck_ms)
+        return tracks
 
     def update_from_detections(self, detections: FrameDetections) -> list[Track]:
         """Steps 3-8 on one frame's ready detections (frame pixels; basic by score, then fused
@@ -263,21 +318,6 @@ class Tracker:
     def _tracklet_pool(self) -> list[Tracklet]:
         """The re-check's tracklets (see `_pool_slots`) as views, for callers that feed another re-check."""
         return [Tracklet(self._table, slot) for slot in self._pool_slots().tolist()]
-
-    def _recheck_step(self, detector_outputs: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        """Run the re-check on this frame's tracklets; None when it is off or there are none."""
-        if self.recheck is None:
-            self.last_tracklet_count = 0
-            return None
-        pool = self._pool_slots()
-        self.last_tracklet_count = len(pool)
-        if not len(pool):
-            return None
-        feeds: dict[str, Any] = {
-            name: detector_outputs[name] for name in contract.RECHECK_FEEDS_FROM_DETECTOR if name in detector_outputs
-        }
-        feeds[contract.TRACKLETS] = self._table.smooth_feature[pool]  # [n, E] float32, a new array
-        return self.recheck.infer(feeds)
 
     # --- steps 3-8: association and life cycle ---------------------------------------------------
     # Track lists are int64 arrays of TrackTable slots, in the reference's list order; every step

@@ -42,6 +42,22 @@ class DeviceTensor(Protocol):
 ArrayLike = np.ndarray | DeviceTensor
 
 
+def batch_item(value: ArrayLike, index: int) -> ArrayLike:
+    """Batch item `index` of an engine output [B, ...] as [1, ...], without copying.
+
+    A NumPy array gives a view; a device handle with a `batch_item(index)` method (OrtTensor,
+    TensorRT's DeviceArray) gives a view of its own memory at an offset, which the re-check engine
+    binds in place; any other handle is copied to the host first.
+    """
+    if isinstance(value, np.ndarray):
+        return value[index : index + 1]
+    take = getattr(value, "batch_item", None)
+    if take is None:
+        return np.asarray(value)[index : index + 1]
+    item: ArrayLike = take(index)
+    return item
+
+
 class Backend(ABC):
     """A runner for one engine of the contract.
 

@@ -51,12 +51,19 @@ class OrtTensor:
     """A DeviceTensor over an onnxruntime.OrtValue; `np.asarray(t)` copies it to the host.
 
     ortvalue: the wrapped value (feed it to another session's I/O binding as it is).
+    item: None for the whole value; an index i for batch item i alone (shape [1, ...]), a view
+    at an offset into the same memory: `batch_item(i)` makes one without copying.
     """
 
-    def __init__(self, ortvalue: Any) -> None:
+    def __init__(self, ortvalue: Any, item: int | None = None) -> None:
         self.ortvalue = ortvalue
-        self._shape = tuple(int(d) for d in ortvalue.shape())
+        full = tuple(int(d) for d in ortvalue.shape())
         self._dtype = np.dtype(_ORT_TYPES.get(ortvalue.data_type(), "float32"))
+        if item is not None and not 0 <= item < full[0]:
+            raise IndexError(f"batch item {item} of a tensor with batch {full[0]}")
+        self.item = item
+        self._shape = full if item is None else (1, *full[1:])
+        self._item_nbytes = int(np.prod(full[1:], dtype=np.int64)) * self._dtype.itemsize
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -70,12 +77,26 @@ class OrtTensor:
     def device(self) -> str:
         return str(self.ortvalue.device_name())
 
+    @property
+    def data_ptr(self) -> int:
+        """Address of this tensor's first element (the batch item's, for an item view)."""
+        return int(self.ortvalue.data_ptr()) + (self.item or 0) * self._item_nbytes
+
+    def batch_item(self, index: int) -> "OrtTensor":
+        """Batch item `index` of this whole tensor: shape [1, ...], same memory, no copy."""
+        if self.item is not None:
+            raise ValueError("batch_item of a batch item")
+        return OrtTensor(self.ortvalue, index)
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         array = self.ortvalue.numpy()
+        if self.item is not None:
+            array = array[self.item : self.item + 1]
         return array if dtype is None else array.astype(dtype, copy=False)
 
     def __repr__(self) -> str:
-        return f"OrtTensor(shape={self._shape}, dtype={self._dtype}, device={self.device})"
+        item = "" if self.item is None else f", item={self.item}"
+        return f"OrtTensor(shape={self._shape}, dtype={self._dtype}, device={self.device}{item})"
 
 
 def _import_onnxruntime() -> Any:
@@ -240,8 +261,12 @@ class OnnxRuntimeBackend(Backend):
         binding = self._session.io_binding()
         for name in self.inputs:
             value = feeds[name]
-            if isinstance(value, OrtTensor):
+            if isinstance(value, OrtTensor) and value.item is None:
                 binding.bind_ortvalue_input(name, value.ortvalue)
+            elif isinstance(value, OrtTensor):
+                # One batch item of another session's output: bound where it lies, not copied.
+                device = "cpu" if value.device.lower() == "cpu" else "cuda"
+                binding.bind_input(name, device, self.device_id if device != "cpu" else 0, value.dtype.type, list(value.shape), value.data_ptr)
             else:
                 binding.bind_cpu_input(name, np.ascontiguousarray(value))
         names = list(self.outputs)
