@@ -61,6 +61,10 @@ class EnginePair(Protocol):
         float32 [n, E] unit embeddings (n >= 1) or None for no re-check. Returns B outputs, in order."""
         ...
 
+    def close(self) -> None:
+        """Release what the pair opened (engines, connections); closing twice is harmless."""
+        ...
+
 
 def recheck_feeds(detector_item: Mapping[str, ArrayLike], tracklets: F32) -> dict[str, ArrayLike]:
     """The re-check engine's feeds for one frame: its detector maps (batch axis 1) and tracklets [n, E]."""
@@ -102,6 +106,13 @@ class BackendPair:
             results.append(NetworkOutputs(item, rechecked))
         self.last_timings_ms = {DETECTOR_STAGE: detector_ms, RECHECK_STAGE: (time.perf_counter() - start) * 1e3}
         return results
+
+    def close(self) -> None:
+        """Deactivate both runners (those with a `deactivate` method)."""
+        for runner in (self.detector, self.recheck):
+            deactivate = getattr(runner, "deactivate", None)
+            if deactivate is not None:
+                deactivate()
 
     def recheck_frame(self, detector_item: Mapping[str, ArrayLike], tracklets: F32 | None) -> Mapping[str, ArrayLike] | None:
         """The re-check of one frame (detector outputs with a batch axis of 1); None without tracklets."""

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omc import contract
 from omc.contract import EngineMeta
 from omc.errors import BadInput, OmcError
 from omc.runtime.backends.base import Backend
+
+if TYPE_CHECKING:
+    from omc.runtime.engines import BackendPair
 
 BACKENDS = ("ort", "trt")
 # The device "auto" means: ONNX Runtime on the CPU, TensorRT on the first CUDA GPU.
@@ -91,4 +94,17 @@ def open_engines(
     return detector, recheck, meta
 
 
-__all__ = ["AUTO_DEVICE", "BACKENDS", "Backend", "DEFAULT_DEVICES", "open_engines"]
+def open_engine_pair(
+    engine_dir: str | Path, backend: str = "ort", device: str = AUTO_DEVICE, **options: Any
+) -> tuple["BackendPair", EngineMeta]:
+    """The engines of one export as an activated `EnginePair` (see `open_engines` for the arguments).
+
+    Returns (pair, meta); `pair.close()` deactivates both engines.
+    """
+    from omc.runtime.engines import BackendPair
+
+    detector, recheck, meta = open_engines(engine_dir, backend=backend, device=device, **options)
+    return BackendPair(detector, recheck), meta
+
+
+__all__ = ["AUTO_DEVICE", "BACKENDS", "Backend", "DEFAULT_DEVICES", "open_engine_pair", "open_engines"]
