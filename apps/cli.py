@@ -1,41 +1,40 @@
-"""`omc track` (run the tracker over a video or image folder) and `omc eval` (score results).
+"""`omc track` (the tracker over one or many streams) and `omc eval` (score results).
 
-Only argparse lives here: flags become a `TrackerConfig` / `EvalConfig` and plain arguments
-before anything below is called. Heavy modules (the tracker, OpenCV, motmetrics) are imported
-inside the commands, so `omc --help` stays fast.
+Only argparse lives here: flags become a `TrackerConfig` / `StreamConfig` / `EvalConfig`, stream
+specs and output paths before anything below is called (omc.apps.track does the work). Heavy
+modules (the runtime, OpenCV, motmetrics) are imported inside the commands, so `omc --help`
+stays fast.
 
 `omc track` writes MOTChallenge results frame by frame (see omc.apps.results for the crash
-safety). On Ctrl-C or an error mid-stream the frames done so far are kept: the results file
-(and the video, with --save-video) are finalised before the exit status is set (130 for Ctrl-C,
-2 for a user error), and a warning says how many frames were kept and where.
+safety). On Ctrl-C or an error mid-stream the frames done so far are kept: the results files
+(and videos) are finalised before the exit status is set (130 for Ctrl-C, 2 for a user error
+or when every stream failed), and a warning says how many frames were kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
-import itertools
 import logging
 import re
-import sys
-import time
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from omc.config import EvalConfig, OverlayConfig, TrackerConfig
+from omc.config import ID_LABELS, STREAM_MODES, EvalConfig, OverlayConfig, StreamConfig, TrackerConfig
 from omc.errors import BadInput
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
 
-    from omc.runtime.sources import FrameSource
+    from omc.apps.streams_file import StreamEntry
+    from omc.apps.track import StreamOutputs
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("ort", "trt")
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+# The JSON Lines file's name in --out-dir.
+RECORDS_FILE = "tracks.jsonl"
 # Prefix of the argparse destinations of TrackerConfig fields (kept apart from the other flags).
 _TRACKER_DEST = "tracker_"
 _CITATION = re.compile(r"\s*\((?:section\s+)?\d[^)]*\)")
@@ -105,150 +104,135 @@ def tracker_config_from_args(args: argparse.Namespace) -> TrackerConfig:
 
 
 def _register_track(subparsers: argparse._SubParsersAction) -> None:
+    stream_defaults = StreamConfig()
     parser = subparsers.add_parser(
         "track",
-        help="track a video or image folder and write MOTChallenge results",
+        help="track videos, image folders, sequences or live streams and write MOTChallenge results",
         description=(
-            "Run the OMC tracker over SOURCE (a video file, a folder of images in natural order, or a "
-            "MOTChallenge sequence folder with img1/ and seqinfo.ini) and write MOTChallenge results "
-            "'frame,id,x,y,w,h,score,-1,-1,-1' (top-left corner and size in frame pixels), flushed every "
-            "frame. On Ctrl-C or an error the frames done so far are kept in a valid results file."
+            "Run the OMC tracker over one or more SOURCEs (a video file, a folder of images in natural "
+            "order, a MOTChallenge sequence folder, a live URL rtsp:// rtmp:// http(s):// or a camera index), "
+            "or over the streams of a streams file (--streams). All streams share the engines: frames "
+            "ready at the same time go through the detector together, each stream has its own tracker and "
+            "ids. Per stream it writes MOTChallenge results 'frame,id,x,y,w,h,score,-1,-1,-1' (top-left "
+            "corner and size in frame pixels), flushed every frame; --jsonl adds one JSON record per "
+            "tracked frame of every stream. Live streams reconnect when they fail and run until Ctrl-C. "
+            "On Ctrl-C or an error the frames done so far are kept in valid files. Exit status 2 when "
+            "every stream failed."
         ),
     )
-    parser.add_argument("source", metavar="SOURCE", help="video file, image folder or MOTChallenge sequence folder")
+    parser.add_argument("sources", nargs="*", metavar="SOURCE", help="video file, image folder, MOTChallenge sequence folder, live URL or camera index")
+    parser.add_argument("--streams", type=Path, default=None, metavar="FILE.toml", help="streams file: names, URLs and options per stream (see omc.apps.streams_file)")
     parser.add_argument("--engines", required=True, type=Path, metavar="DIR", help="folder with export.json and the engines (omc export)")
-    parser.add_argument("--out", required=True, type=Path, metavar="RESULTS.txt", help="MOTChallenge results file to write")
+    parser.add_argument("--out", type=Path, default=None, metavar="RESULTS.txt", help="MOTChallenge results file (one SOURCE)")
+    parser.add_argument("--out-dir", type=Path, default=None, metavar="DIR", help="folder for <stream>.txt per stream (several streams)")
+    parser.add_argument("--jsonl", type=Path, default=None, metavar="FILE.jsonl", help="also write one JSON record per tracked frame of every stream (default with --out-dir: DIR/tracks.jsonl)")
+    parser.add_argument("--id-labels", choices=ID_LABELS, default="int", help="ids in the JSON records: int (per stream, as in the results files) or stream ('door:3', unique across streams) (default: int)")
     parser.add_argument("--backend", choices=BACKENDS, default="ort", help="inference backend (default: ort)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="device / ONNX Runtime execution provider; auto: the CPU for ort, the GPU for trt (default: auto)")
-    parser.add_argument("--save-video", type=Path, default=None, metavar="VIDEO.mp4", help="also write the frames with boxes, ids and trails (mp4v); restored boxes are dashed")
-    parser.add_argument("--frame-rate", type=float, default=None, metavar="FPS", help="override the source's frame rate (default: the video header or seqinfo.ini; 30 when neither states one)")
-    parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames (default: all)")
+    parser.add_argument("--save-video", type=Path, default=None, metavar="VIDEO.mp4", help="also write the frames with boxes, ids and trails (mp4v; one SOURCE); restored boxes are dashed")
+    parser.add_argument("--videos", action="store_true", help="with --out-dir: also write DIR/<stream>.mp4 for every stream")
+    parser.add_argument("--frame-rate", type=float, default=None, metavar="FPS", help="override the sources' frame rate (default: the video header or seqinfo.ini; 30 when neither states one)")
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop each stream after N frames (default: all)")
+    parser.add_argument("--mode", choices=STREAM_MODES, default="auto", help="auto: live sources keep only their latest frame, files every frame (default: auto)")
+    parser.add_argument("--batch-wait-ms", type=float, default=stream_defaults.batch_wait_ms, metavar="MS",
+                        help=f"wait at most this long for other streams' frames to fill a detector batch (default: {stream_defaults.batch_wait_ms})")
+    parser.add_argument("--max-batch", type=int, default=stream_defaults.max_batch, metavar="N", help="largest detector batch; 0: the export's maximum (default: 0)")
     add_tracker_flags(parser)
     parser.set_defaults(func=run_track)
 
 
-@dataclass(frozen=True)
-class TrackSummary:
-    """What a tracking run did: frames processed, distinct output ids, restored boxes, wall time."""
-
-    frames: int
-    tracks: int
-    restored_boxes: int
-    seconds: float
-    results: Path | None
-    video: Path | None
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-
-def _track_arrays(tracks: Sequence[Any]) -> tuple["npt.NDArray[np.int64]", "npt.NDArray[np.float32]", "npt.NDArray[np.float32]", "npt.NDArray[np.bool_]"]:
-    """[N] ids, [N, 4] xyxy boxes, [N] scores, [N] restored flags of a frame's `Track`s."""
-    import numpy as np
-
-    ids = np.array([t.track_id for t in tracks], dtype=np.int64)
-    boxes = np.array([t.box for t in tracks], dtype=np.float32).reshape(-1, 4)
-    scores = np.array([t.score for t in tracks], dtype=np.float32)
-    restored = np.array([t.restored for t in tracks], dtype=bool)
-    return ids, boxes, scores, restored
-
-
-def track_stream(
-    source: "FrameSource",
-    tracker: Any,
-    results_path: Path,
-    frame_rate: float,
-    video_path: Path | None = None,
-    max_frames: int | None = None,
-    overlay: OverlayConfig = OverlayConfig(),
-    progress: bool = False,
-) -> TrackSummary:
-    """Feed `source` through `tracker.update` and write results (and the overlay video).
-
-    tracker: anything with `update(frame_bgr) -> list[Track]`. progress: show a tqdm bar on
-    stderr (only when stderr is a terminal). The files are finalised in every
-    case; when the loop stops early (exception, KeyboardInterrupt) the frames done so far are
-    kept, a warning says so, and the exception propagates.
-    """
-    from tqdm import tqdm
-
-    from omc.apps.draw import OverlayVideoWriter, TrailHistory, draw_tracks
-    from omc.apps.results import MotResultsWriter
-
-    try:
-        writer = MotResultsWriter(results_path)
-    except OSError as exc:
-        raise BadInput(f"cannot write results to {results_path}: {exc.strerror or exc}") from None
-    video: OverlayVideoWriter | None = None
-    trails = TrailHistory(overlay.trail_length_frames)
-    seen_ids: set[int] = set()
-    restored_boxes = 0
-    total = source.frame_count if max_frames is None else min(max_frames, source.frame_count or max_frames)
-    bar = tqdm(total=total, unit="frame", file=sys.stderr, disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True)
-    start = time.perf_counter()
-    completed = False
-    try:
-        for frame_index, frame in itertools.islice(source, max_frames):
-            ids, boxes, scores, restored = _track_arrays(tracker.update(frame))
-            writer.write_frame(frame_index, ids, boxes, scores)
-            seen_ids.update(ids.tolist())
-            restored_boxes += int(restored.sum())
-            if video_path is not None:
-                if video is None:
-                    height, width = frame.shape[:2]
-                    video = OverlayVideoWriter(video_path, frame_rate, (width, height))
-                trails.update(ids, boxes)
-                video.write(draw_tracks(frame, ids, boxes, restored, trails, overlay))
-            bar.update(1)
-        completed = True
-    finally:
-        bar.close()
-        seconds = time.perf_counter() - start
-        results = writer.close(complete=completed)
-        video_out = video.close() if video is not None else None
-        if not completed:
-            kept = f"the results so far are in {results}" if results else "no results were written"
-            log.warning("stopped after %d frames; %s", writer.frames_written, kept)
-    return TrackSummary(writer.frames_written, len(seen_ids), restored_boxes, seconds, results, video_out)
-
-
 def run_track(args: argparse.Namespace) -> int:
     from omc import contract
-    from omc.runtime.sources import open_source
+    from omc.apps.streams_file import load_streams_file
+    from omc.apps.track import require_some_success, summary_lines, track_streams
+    from omc.runtime.streams import StreamRuntime
 
-    config = tracker_config_from_args(args)
-    if args.frame_rate is not None and not args.frame_rate > 0:
-        raise BadInput(f"--frame-rate must be positive, got {args.frame_rate}")
+    tracker_config = tracker_config_from_args(args)
+    if args.frame_rate is not None and not 0 < args.frame_rate < float("inf"):
+        raise BadInput(f"--frame-rate must be a positive number, got {args.frame_rate}")
     if args.max_frames is not None and args.max_frames < 1:
         raise BadInput(f"--max-frames must be at least 1, got {args.max_frames}")
-    if args.out.is_dir():
-        raise BadInput(f"--out {args.out} is a folder; give the results file name, e.g. {args.out / 'results.txt'}")
     engines: Path = args.engines
     if not (engines / contract.EXPORT_JSON).is_file():
         raise BadInput(f"--engines {engines} has no {contract.EXPORT_JSON}; point it at the output folder of omc export")
-
-    from omc.runtime.tracker import Tracker
-
-    with open_source(args.source) as source:
-        frame_rate = args.frame_rate if args.frame_rate is not None else source.frame_rate
-        with Tracker.from_engines(engines, backend=args.backend, device=args.device, config=config, frame_rate=frame_rate) as tracker:
-            log.info(
-                "%s: %s frames at %g fps; engines %s (%s, %s)%s",
-                source.name, source.frame_count if source.frame_count is not None else "?", frame_rate,
-                engines, args.backend, args.device, "" if config.recheck else ", re-check off",
-            )
-            summary = track_stream(
-                source, tracker, args.out, frame_rate, video_path=args.save_video,
-                max_frames=args.max_frames, progress=True,
-            )
-    video = f", video {summary.video}" if summary.video else ""
-    log.info(
-        "%d frames, %d tracks, %d restored boxes, %.1f frames/s -> %s%s",
-        summary.frames, summary.tracks, summary.restored_boxes, summary.frames_per_second, summary.results, video,
-    )
+    if bool(args.sources) == (args.streams is not None):
+        raise BadInput("give SOURCEs or --streams FILE (one of the two)")
+    if args.streams is not None:
+        streams_file = load_streams_file(args.streams)
+        entries, stream_config = streams_file.streams, streams_file.config
+    else:
+        entries = _entries_from_sources(args.sources, tracker_config, args.mode, args.frame_rate, args.max_frames)
+        stream_config = StreamConfig(batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch)
+    outputs = _outputs(args, entries)
+    specs = [replace(e.spec, keep_frames=e.spec.name in outputs.videos) for e in entries]
+    with StreamRuntime.from_engines(engines, specs, backend=args.backend, device=args.device, config=stream_config) as runtime:
+        log.info(
+            "%d stream(s); engines %s (%s, %s)%s", len(specs), engines, args.backend, args.device,
+            "" if tracker_config.recheck else ", re-check off",
+        )  # fmt: skip
+        summary = track_streams(runtime, outputs, progress=True)
+    for line in summary_lines(summary):
+        log.info("%s", line)
+    batches = ", ".join(f"{size}: {count}" for size, count in sorted(summary.batch_sizes.items()))
+    log.info("%d frames in %.1f s, %.1f frames/s; detector batches by size: %s", summary.frames, summary.seconds, summary.frames_per_second, batches or "none")
+    require_some_success(summary)
     return 0
+
+
+def _entries_from_sources(
+    sources: Sequence[str], tracker: TrackerConfig, mode: str, frame_rate: float | None, max_frames: int | None
+) -> list["StreamEntry"]:
+    """One stream per SOURCE, named after it (file stem, folder or live address; repeats get _2, _3)."""
+    from omc.apps.streams_file import StreamEntry
+    from omc.runtime.sources import is_live_location, live_source_name
+    from omc.runtime.streams import StreamSpec
+
+    entries: list[StreamEntry] = []
+    names: set[str] = set()
+    for text in sources:
+        live = is_live_location(text)
+        base = live_source_name(int(text) if text.isdigit() else text) if live else Path(text).stem or Path(text).name
+        name, suffix = base, 2
+        while name in names:
+            name, suffix = f"{base}_{suffix}", suffix + 1
+        names.add(name)
+        source: str | Path = text if live else Path(text)
+        entries.append(StreamEntry(StreamSpec(name, source, mode, frame_rate, tracker, max_frames)))
+    return entries
+
+
+def _outputs(args: argparse.Namespace, entries: Sequence["StreamEntry"]) -> "StreamOutputs":
+    """The run's files from --out / --out-dir / --jsonl / --save-video / --videos."""
+    from omc.apps.track import StreamOutputs
+
+    if (args.out is None) == (args.out_dir is None):
+        raise BadInput("give --out RESULTS.txt (one stream) or --out-dir DIR (any number of streams)")
+    if args.out is not None:
+        if len(entries) != 1:
+            raise BadInput(f"--out names one results file but there are {len(entries)} streams; use --out-dir DIR")
+        if args.out.is_dir():
+            raise BadInput(f"--out {args.out} is a folder; give the results file name, e.g. {args.out / 'results.txt'}")
+        if args.videos:
+            raise BadInput("--videos goes with --out-dir; with --out use --save-video VIDEO.mp4")
+        name = entries[0].spec.name
+        video = args.save_video or (entries[0].save_video if entries[0].save_video else None)
+        return StreamOutputs(
+            {name: args.out}, {name: video} if video is not None else {}, args.jsonl, args.id_labels, OverlayConfig()
+        )
+    if args.save_video is not None:
+        raise BadInput("--save-video names one video; with --out-dir use --videos (DIR/<stream>.mp4) or save_video in the streams file")
+    folder: Path = args.out_dir
+    if folder.exists() and not folder.is_dir():
+        raise BadInput(f"--out-dir {folder} exists and is not a folder")
+    results = {e.spec.name: folder / f"{e.spec.name}.txt" for e in entries}
+    videos = {
+        e.spec.name: folder / (e.save_video if e.save_video is not None else Path(f"{e.spec.name}.mp4"))
+        for e in entries
+        if args.videos or e.save_video is not None
+    }
+    records = args.jsonl if args.jsonl is not None else folder / RECORDS_FILE
+    return StreamOutputs(results, videos, records, args.id_labels, OverlayConfig())
 
 
 # --- omc eval ----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""MOTChallenge text results: a crash-safe per-frame writer and a reader for results and ground truth.
+"""Results files: MOTChallenge text per stream (a crash-safe per-frame writer and a reader for
+results and ground truth), and JSON Lines records of every stream's tracked frames.
 
 Format (one row per box, comma separated, no header):
 `frame,id,x,y,w,h,score,-1,-1,-1` with (x, y) the top-left corner, w and h the size, all in frame
@@ -17,16 +18,22 @@ the `.partial` file.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from omc.config import ID_LABELS
 from omc.errors import BadInput
+
+if TYPE_CHECKING:
+    from omc.runtime.streams import StreamResult
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +211,106 @@ def _empty_table() -> MotTable:
         np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4), np.float64),
         np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, np.float64),
     )
+
+
+# --- JSON Lines: one record per tracked frame, every stream in one file ---------------------------
+
+def track_record(result: StreamResult, id_labels: str = "int", epoch: int | None = None) -> dict[str, Any]:
+    """The JSON Lines record of one tracked frame.
+
+    Keys: stream, frame (1-based index), time (capture, s since the epoch), latency_ms (capture
+    to tracks), batch (frames in its detector batch), skipped (frames of the stream not tracked
+    just before it: dropped, or a reconnect gap), reconnected, and tracks: [{id, box [x1, y1, x2,
+    y2] frame pixels, score, restored}]. id_labels "stream" writes ids as "stream:id"; with an
+    `epoch` (a restarted worker's generation, omc cluster) as "stream:epoch:id" and the record
+    gets an "epoch" key.
+    """
+    if id_labels not in ID_LABELS:
+        raise BadInput(f"id labels '{id_labels}' is not one of {', '.join(ID_LABELS)}")
+    prefix = None if id_labels == "int" and epoch is None else result.stream if epoch is None else f"{result.stream}:{epoch}"
+    tracks = [
+        {
+            "id": track.track_id if prefix is None else f"{prefix}:{track.track_id}",
+            "box": [round(float(v), 2) for v in track.box],
+            "score": round(float(track.score), 4),
+            "restored": bool(track.restored),
+        }
+        for track in result.tracks
+    ]
+    record: dict[str, Any] = {
+        "stream": result.stream,
+        "frame": result.frame_index,
+        "time": round(result.capture_time, 3),
+        "latency_ms": round(result.latency_ms, 2),
+        "batch": result.batch_size,
+        "skipped": result.skipped,
+        "reconnected": result.reconnected,
+        "tracks": tracks,
+    }
+    if epoch is not None:
+        record["epoch"] = epoch
+    return record
+
+
+class TrackRecordsWriter:
+    """Append one JSON Lines record per tracked frame (see `track_record`) and flush it.
+
+    Each record is one line handed to the OS in one write and flushed, so the file is valid JSON
+    Lines after Ctrl-C or a crash; only a process killed in the middle of a write can leave a
+    last line without its newline, which `read_track_records` ignores. append: continue an
+    existing file (a restarted worker) instead of replacing it.
+    """
+
+    def __init__(self, path: str | Path, id_labels: str = "int", epoch: int | None = None, append: bool = False) -> None:
+        if id_labels not in ID_LABELS:
+            raise BadInput(f"id labels '{id_labels}' is not one of {', '.join(ID_LABELS)}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.id_labels = id_labels
+        self.epoch = epoch
+        self._file: io.TextIOWrapper | None = open(self.path, "a" if append else "w", encoding="utf-8", newline="\n")
+        self.records_written = 0
+
+    def write(self, result: StreamResult) -> None:
+        if self._file is None:
+            raise ValueError(f"records writer for {self.path} is closed")
+        self._file.write(json.dumps(track_record(result, self.id_labels, self.epoch), separators=(",", ":")) + "\n")
+        self._file.flush()
+        self.records_written += 1
+
+    def close(self) -> Path:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        return self.path
+
+    def __enter__(self) -> "TrackRecordsWriter":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def read_track_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON Lines file, in order; a last line without its newline (a write cut
+    short by a kill) is ignored. BadInput for a line that is not a JSON object."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines[:-1], 1):  # the last piece is '' or an unfinished line
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise BadInput(f"{path} line {number} is not JSON") from None
+        if not isinstance(record, dict):
+            raise BadInput(f"{path} line {number} is not a JSON object")
+        records.append(record)
+    return records

@@ -96,6 +96,56 @@ class TrackerConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
+# How a stream's frames reach the engines: "every" (files: nothing dropped, the reader waits),
+# "latest" (live: only the newest frame waits, older ones are dropped and counted), "auto" (latest
+# for live sources, every for files).
+STREAM_MODES = ("auto", "every", "latest")
+# How track ids are written in JSON Lines records: "int" (3, counted per stream as in the
+# MOTChallenge files) or "stream" ("door:3", unique across the streams of one file).
+ID_LABELS = ("int", "stream")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How the multi-stream runtime reads, batches and recovers streams (omc.runtime.streams).
+
+    Not from the reference (it tracks one file); the defaults favour low latency on live cameras.
+    """
+
+    # Frames a reader may hold ahead of the engines in every-frame mode (it waits when full).
+    queue_frames: int = 4
+    # Once one stream has a frame, wait at most this long (ms) for the other running streams'
+    # frames so the detector batch fills; never waits for a stream that is reconnecting or done.
+    batch_wait_ms: float = 10.0
+    # Largest detector batch; 0 takes the export's max_batch (and more is refused).
+    max_batch: int = 0
+    # Live sources that fail or end reconnect after this delay (s), doubled after each failed
+    # attempt up to reconnect_max_s; a frame read resets it.
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 10.0
+    # Failed reconnects in a row after which a live stream gives up (0: it never does).
+    max_reconnect_attempts: int = 0
+    # A live source that does not open, or sends no frame, within this long (s) has failed.
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.queue_frames < 1:
+            raise BadInput(f"StreamConfig.queue_frames must be at least 1, got {self.queue_frames}")
+        if self.max_batch < 0 or self.max_reconnect_attempts < 0:
+            raise BadInput("StreamConfig.max_batch and max_reconnect_attempts must not be negative")
+        for name in ("batch_wait_ms", "reconnect_initial_s", "reconnect_max_s", "open_timeout_s", "read_timeout_s"):
+            value = getattr(self, name)
+            if not (value >= 0 and value < float("inf")):
+                raise BadInput(f"StreamConfig.{name} must be a finite number >= 0, got {value}")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise BadInput("StreamConfig.reconnect_max_s must be at least reconnect_initial_s")
+
+    def reconnect_delay_s(self, attempt: int) -> float:
+        """Delay before reconnect attempt `attempt` (1-based): capped exponential backoff."""
+        return min(self.reconnect_initial_s * 2.0 ** (attempt - 1), self.reconnect_max_s)
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     """How `omc export` shapes the two engines (engine-contract.md)."""

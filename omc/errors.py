@@ -29,6 +29,10 @@ class EngineMismatch(OmcError):
     """Engines or their metadata come from a different export, edition, version or GPU target."""
 
 
+class EngineUnavailable(OmcError):
+    """A remote engine server is unreachable or not ready; retryable (a stream waits and tries again)."""
+
+
 class MissingDependency(OmcError):
     """An optional library is not installed; the message names the pip extra that provides it."""
 

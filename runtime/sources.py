@@ -1,6 +1,8 @@
-"""Frame sources: a video file, a folder of images, or a MOTChallenge sequence folder.
+"""Frame sources: a video file, a folder of images, a MOTChallenge sequence folder, or a live stream.
 
-`open_source(path)` picks the kind from what `path` is and returns a `FrameSource`. Iterating a
+`open_source(spec)` picks the kind from what `spec` is and returns a `FrameSource`: a URL
+(`rtsp://`, `rtsps://`, `rtmp://`, `http://`, `https://`) or a camera index (`0`, or the
+string "0" when no such file exists) opens a `LiveSource`; a path opens a file source. Iterating a
 source yields `(frame_index, frame_bgr)`: `frame_index` is 1-based MOTChallenge numbering (a
 MOTChallenge sequence takes it from the image file names, `000001.jpg` -> 1; other sources count
 from 1), `frame_bgr` is uint8 [H, W, 3] BGR, a fresh array per frame.
@@ -32,6 +34,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from urllib.parse import urlsplit, urlunsplit
+
 from omc.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,12 @@ DEFAULT_FRAME_RATE = 30.0
 # MOTChallenge sequence layout (seqinfo.ini keys and the default image folder).
 SEQINFO_FILE = "seqinfo.ini"
 MOT_IMAGE_DIR = "img1"
+
+# URL schemes opened as live streams (OpenCV's FFmpeg backend reads them all).
+LIVE_SCHEMES: tuple[str, ...] = ("rtsp", "rtsps", "rtmp", "http", "https")
+# A live source stating a frame rate outside this range (RTSP often reports the 90 kHz clock)
+# gets DEFAULT_FRAME_RATE instead.
+LIVE_FRAME_RATE_RANGE = (1.0, 240.0)
 
 _UINT16_TO_UINT8 = 255.0 / 65535.0
 _DIGITS = re.compile(r"(\d+)")
@@ -92,12 +102,16 @@ _CONVERSION_MESSAGES = {
 class FrameSource(ABC):
     """A stream of frames with its frame rate, frame count (when known) and a name.
 
+    path: the file or folder, or for a live source its URL (password removed) or camera index.
     name: the sequence name (file stem or folder name), used for output names and logs.
     frame_rate: frames per second.  frame_count: number of frames, or None when unknown.
     frame_size: (width, height) in pixels once the first frame has been read, else None.
+    is_live: frames come at the sender's pace and the source may fail and come back.
     """
 
-    def __init__(self, path: Path, name: str, frame_rate: float, frame_count: int | None) -> None:
+    is_live = False
+
+    def __init__(self, path: Path | str, name: str, frame_rate: float, frame_count: int | None) -> None:
         self.path = path
         self.name = name
         self.frame_rate = frame_rate
@@ -287,10 +301,15 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def open_source(path: str | Path) -> FrameSource:
-    """Open `path` as a MOTChallenge sequence folder (has seqinfo.ini or img1/), an image folder,
-    or a video file; BadInput when it is none of these."""
-    path = Path(path)
+def open_source(spec: str | Path | int, open_timeout_s: float = 10.0, read_timeout_s: float = 5.0) -> FrameSource:
+    """Open `spec`: a live URL or camera index (LiveSource, with these timeouts in seconds), else
+    a path: a MOTChallenge sequence folder (has seqinfo.ini or img1/), an image folder, or a video
+    file; BadInput when it is none of these."""
+    if isinstance(spec, int):
+        return LiveSource(spec, open_timeout_s, read_timeout_s)
+    if isinstance(spec, str) and is_live_location(spec):
+        return LiveSource(int(spec) if spec.isdigit() else spec, open_timeout_s, read_timeout_s)
+    path = Path(spec)
     if not path.exists():
         raise BadInput(f"source {path} does not exist")
     if path.is_dir():
@@ -300,3 +319,80 @@ def open_source(path: str | Path) -> FrameSource:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         raise BadInput(f"source {path} is a single image; pass the folder that holds the frames")
     return VideoSource(path)
+
+
+class LiveSource(FrameSource):
+    """A live stream (`rtsp://`, `rtmp://`, `http(s)://`) or a local camera (an index), read by OpenCV.
+
+    Opening waits at most open_timeout_s, each frame at most read_timeout_s; either failing raises
+    BadInput (a live source is not retried here: omc.runtime.streams reconnects). A stream that
+    stops sending frames ends the iteration. frame_rate: the stream's stated rate when it lies in
+    LIVE_FRAME_RATE_RANGE, else DEFAULT_FRAME_RATE. Frame indices count frames read, from 1.
+    """
+
+    is_live = True
+
+    def __init__(self, location: str | int, open_timeout_s: float = 10.0, read_timeout_s: float = 5.0) -> None:
+        shown = redact_url(location) if isinstance(location, str) else str(location)
+        timeouts = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1e3),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1e3),
+        ]  # fmt: skip
+        with quiet_opencv_log():
+            if isinstance(location, int):
+                capture = cv2.VideoCapture(location, cv2.CAP_ANY, timeouts)
+            else:
+                capture = cv2.VideoCapture(location, cv2.CAP_FFMPEG, timeouts)
+        if not capture.isOpened():
+            capture.release()
+            what = f"camera {location}" if isinstance(location, int) else f"live stream {shown}"
+            raise BadInput(f"cannot open {what}: unreachable, refused, or not a stream OpenCV can decode")
+        fps = float(capture.get(cv2.CAP_PROP_FPS))
+        low, high = LIVE_FRAME_RATE_RANGE
+        if not (math.isfinite(fps) and low <= fps <= high):
+            log.info("%s states no usable frame rate (%g); assuming %g fps", shown, fps, DEFAULT_FRAME_RATE)
+            fps = DEFAULT_FRAME_RATE
+        super().__init__(shown, live_source_name(location), fps, None)
+        self._capture = capture
+
+    def _frames(self) -> Iterator[tuple[int, FrameBGR]]:
+        index = 0
+        while True:
+            ok, image = self._capture.read()
+            if not ok or image is None:
+                log.info("%s: no frame (stream ended, stalled or dropped)", self.path)
+                return
+            index += 1
+            yield index, self._normalise(image, f"frame {index}")
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+def redact_url(url: str) -> str:
+    """`url` without the password of its user part (rtsp://user:secret@host -> rtsp://user:***@host)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def live_source_name(location: str | int) -> str:
+    """A file-name-safe stream name for a URL (host, port and path) or a camera index ("camera0")."""
+    if isinstance(location, int):
+        return f"camera{location}"
+    parts = urlsplit(location)
+    text = f"{parts.hostname or ''}_{parts.port or ''}_{parts.path}"
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_") or "stream"
+
+
+def is_live_location(spec: str | Path | int) -> bool:
+    """True for a camera index or a URL with one of LIVE_SCHEMES."""
+    if isinstance(spec, int):
+        return True
+    if isinstance(spec, Path):
+        return False
+    return urlsplit(spec).scheme.lower() in LIVE_SCHEMES or (spec.isdigit() and not Path(spec).exists())

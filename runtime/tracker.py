@@ -250,6 +250,15 @@ class Tracker:
         self.last_tracklet_count = len(pool)
         return self._table.smooth_feature[pool] if len(pool) else None
 
+    def skip_frames(self, count: int) -> None:
+        """Count `count` frames of the stream that were not tracked (dropped under load, or lost
+        while a live source reconnected): the frame counter moves on, so lost tracks age by them
+        and one gone longer than the lost-track buffer is removed at the next frame, as after an
+        occlusion that long. A short gap keeps the ids; a long one starts new ones."""
+        if count < 0:
+            raise ValueError(f"cannot skip {count} frames")
+        self._frame_id += count
+
     def update_from_network(self, outputs: NetworkOutputs, transform: LetterboxTransform) -> list[Track]:
         """The host half of a frame: detections (NMS, fusion of re-check boxes), association.
 

@@ -1,0 +1,409 @@
+"""Many streams in one process: readers per stream, the detector batched across streams, a tracker each.
+
+What an application embeds to track several cameras and files at once::
+
+    from omc.runtime import StreamRuntime, StreamSpec
+
+    streams = [StreamSpec("door", "rtsp://10.0.0.7/stream1"), StreamSpec("lobby", "lobby.mp4")]
+    with StreamRuntime.from_engines("engines/omc_l_1088x608", streams) as runtime:
+        for result in runtime.results():          # every stream's frames, as they are tracked
+            for track in result.tracks:
+                print(result.stream, result.frame_index, track.track_id, track.box)
+
+How a frame travels:
+1. Its stream's reader thread reads and letterboxes it (omc.runtime.stream_reader): files in
+   every-frame mode, live sources in latest-frame mode (older frames dropped and counted).
+2. The runtime takes one frame from each stream that has one ready, waiting at most
+   StreamConfig.batch_wait_ms for the other running streams (never for one that is reconnecting
+   or done), oldest frame first, at most max_batch frames.
+3. The engines run the batch as one step (omc.runtime.engines): the detector over all of them,
+   then each frame's re-check on its own slice with its own stream's tracklets (n differs).
+4. Each stream's own `Tracker` does NMS, fusion and association, in stream order; ids count
+   from 1 per stream and never leak between streams.
+
+Failures stay in their stream: a reader that fails ends (file) or reconnects (live) its stream
+only; an error in one stream's host work fails that stream only; a remote engine server that is
+down (EngineUnavailable) fails the batch's frames, which are counted as dropped, and the runtime
+retries with the next frames after a capped backoff, as a live source does.
+
+Across a gap (frames dropped under load, or a live source reconnecting) the stream's tracker is
+told how many frames it missed (`Tracker.skip_frames`): lost tracks age by the gap's length, so a
+short dropout keeps the ids and one longer than the lost-track buffer (TrackerConfig.track_buffer
+frames at 30 fps, 1 s) ends them; new tracks get new ids (the counter never restarts).
+
+The loop runs in the thread that iterates `results()`; `add_stream` / `remove_stream` may be
+called from the loop body or from another thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+from omc.config import STREAM_MODES, StreamConfig, TrackerConfig
+from omc.contract import EngineMeta
+from omc.errors import BadInput, EngineUnavailable, OmcError
+from omc.runtime.engines import EnginePair
+from omc.runtime.stream_reader import SourceSpec, StreamFrame, StreamReader, StreamState
+from omc.runtime.tracker import Track, Tracker
+
+log = logging.getLogger(__name__)
+
+# Recent frames over which a stream's frames/s is measured.
+_RATE_WINDOW = 64
+# How often (s) a waiting runtime wakes to look for stopped streams and new ones.
+_IDLE_WAIT_S = 0.1
+# Longest a closing runtime waits for each reader thread (s); they are daemons either way.
+_JOIN_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One stream: a name (unique; output files are named after it) and where its frames come from.
+
+    source: a video file, image folder or MOTChallenge sequence (path), a live URL (rtsp://,
+    rtmp://, http(s)://), a camera index, or a callable that opens a FrameSource. mode: "auto"
+    (latest-frame for live sources, every-frame for files), "every" or "latest". frame_rate:
+    overrides the source's (fps). tracker: this stream's thresholds. max_frames: stop after this
+    many frames (None: until the source ends). keep_frames: hand each frame on with its result
+    (for drawing; costs a reference per result).
+    """
+
+    name: str
+    source: SourceSpec
+    mode: str = "auto"
+    frame_rate: float | None = None
+    tracker: TrackerConfig = TrackerConfig()
+    max_frames: int | None = None
+    keep_frames: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\\0") or self.name in (".", ".."):
+            raise BadInput(f"stream name '{self.name}' must be non-empty and usable as a file name")
+        if self.mode not in STREAM_MODES:
+            raise BadInput(f"stream {self.name}: mode '{self.mode}' is not one of {', '.join(STREAM_MODES)}")
+        if self.frame_rate is not None and not (0 < self.frame_rate < float("inf")):
+            raise BadInput(f"stream {self.name}: frame_rate must be a positive number, got {self.frame_rate}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise BadInput(f"stream {self.name}: max_frames must be at least 1, got {self.max_frames}")
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """One tracked frame of one stream.
+
+    frame_index: the stream's 1-based frame index. capture_time: when the frame was read (s since
+    the epoch). latency_ms: from reading the frame to its tracks. tracks: the confirmed tracks
+    (boxes in frame pixels). batch_size: frames in the detector batch it went through. skipped:
+    frames of this stream not tracked just before this one (dropped, or in a reconnect gap).
+    reconnected: the first frame after its live source came back. frame: the frame (uint8
+    [h, w, 3]) when the stream keeps frames, else None.
+    """
+
+    stream: str
+    frame_index: int
+    capture_time: float
+    latency_ms: float
+    tracks: list[Track]
+    batch_size: int
+    skipped: int = 0
+    reconnected: bool = False
+    frame: npt.NDArray[np.uint8] | None = None
+
+
+@dataclass(frozen=True)
+class StreamHealth:
+    """A stream's state and counters at one moment.
+
+    frames_read: frames its reader read. frames_tracked: frames tracked. frames_dropped: frames
+    read but never tracked (latest-frame mode replaced them, or the engines were unavailable).
+    reconnects: times its live source came back. frames_per_second: tracked frames per second
+    over its recent frames. last_error: the latest error (None if none).
+    """
+
+    name: str
+    source: str
+    live: bool | None
+    state: str
+    frames_read: int
+    frames_tracked: int
+    frames_dropped: int
+    reconnects: int
+    frames_per_second: float
+    last_error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
+class _Stream:
+    spec: StreamSpec
+    reader: StreamReader
+    tracker: Tracker | None = None
+    frames_tracked: int = 0
+    frames_lost: int = 0  # read but not tracked for reasons outside the reader (engines down)
+    failure: str | None = None
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=_RATE_WINDOW))
+
+    @property
+    def is_done(self) -> bool:
+        return self.failure is not None or self.reader.is_done
+
+    @property
+    def is_running(self) -> bool:
+        return self.failure is None and self.reader.state is StreamState.RUNNING
+
+
+class StreamRuntime:
+    """Tracks many streams in one process over one pair of engines (see the module docstring).
+
+    engines: any EnginePair (a local BackendPair, a Triton client); meta: its export.json.
+    streams: the streams to start with. config: queueing, batching and reconnection.
+    own_engines: close the engines with the runtime (from_engines sets it).
+
+    `batch_sizes` counts the detector batches run by size; `results()` yields each tracked frame.
+    """
+
+    def __init__(
+        self,
+        engines: EnginePair,
+        meta: EngineMeta,
+        streams: Iterable[StreamSpec] = (),
+        config: StreamConfig = StreamConfig(),
+        own_engines: bool = False,
+    ) -> None:
+        if config.max_batch > meta.max_batch:
+            raise BadInput(f"max_batch {config.max_batch} exceeds the export's maximum batch of {meta.max_batch}")
+        self.engines = engines
+        self.meta = meta
+        self.config = config
+        self.max_batch = config.max_batch or meta.max_batch
+        self.batch_sizes: Counter[int] = Counter()
+        self._own_engines = own_engines
+        self._ready = threading.Condition()
+        self._streams: dict[str, _Stream] = {}
+        self._order: list[str] = []
+        self._closed = False
+        self._engine_failures = 0
+        for spec in streams:
+            self.add_stream(spec)
+
+    @classmethod
+    def from_engines(
+        cls,
+        engine_dir: str | Path,
+        streams: Iterable[StreamSpec] = (),
+        backend: str = "ort",
+        device: str = "auto",
+        config: StreamConfig = StreamConfig(),
+        **options: Any,
+    ) -> "StreamRuntime":
+        """Open the engines in `engine_dir` (see omc.runtime.backends.open_engine_pair) and track `streams`."""
+        from omc.runtime.backends import open_engine_pair
+
+        engines, meta = open_engine_pair(engine_dir, backend=backend, device=device, **options)
+        try:
+            return cls(engines, meta, streams, config, own_engines=True)
+        except BaseException:
+            engines.close()
+            raise
+
+    # --- streams -------------------------------------------------------------------------------
+
+    def add_stream(self, spec: StreamSpec) -> None:
+        """Start reading a stream; its frames join the next batches. BadInput for a name in use."""
+        with self._ready:
+            if self._closed:
+                raise OmcError("this stream runtime is closed")
+            if spec.name in self._streams:
+                raise BadInput(f"a stream named '{spec.name}' is already running; stream names must be unique")
+            reader = StreamReader(
+                spec.name, spec.source, self.meta.input_hw, self._ready, spec.mode, self.config,
+                keep_frames=spec.keep_frames, frame_rate=spec.frame_rate, max_frames=spec.max_frames,
+            )  # fmt: skip
+            self._streams[spec.name] = _Stream(spec, reader)
+            self._order.append(spec.name)
+            reader.start()
+            self._ready.notify_all()
+        log.info("stream %s: %s", spec.name, reader.location)
+
+    def remove_stream(self, name: str) -> None:
+        """Stop a stream; frames it had queued are dropped. BadInput for an unknown name."""
+        with self._ready:
+            stream = self._streams.pop(name, None)
+            if stream is None:
+                raise BadInput(f"no stream named '{name}'")
+            self._order.remove(name)
+            stream.reader.stop()
+            self._ready.notify_all()
+        stream.reader.join(_JOIN_TIMEOUT_S)
+
+    @property
+    def stream_names(self) -> list[str]:
+        with self._ready:
+            return list(self._order)
+
+    def frame_rate(self, name: str) -> float | None:
+        """The stream's frame rate (fps) once its source is open (its spec's override first), else None."""
+        with self._ready:
+            stream = self._streams.get(name)
+            return stream.reader.frame_rate if stream is not None else None
+
+    def health(self) -> dict[str, StreamHealth]:
+        """Every stream's state and counters now, by name."""
+        with self._ready:
+            return {name: self._health(self._streams[name]) for name in self._order}
+
+    def _health(self, stream: _Stream) -> StreamHealth:
+        reader = stream.reader
+        state = StreamState.FAILED.value if stream.failure is not None else reader.state.value
+        recent = stream.recent
+        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        return StreamHealth(
+            stream.spec.name, reader.location, reader.live, state, reader.frames_read, stream.frames_tracked,
+            reader.frames_dropped + stream.frames_lost, reader.reconnects, rate,
+            stream.failure or reader.last_error,
+        )  # fmt: skip
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def results(self) -> Iterator[StreamResult]:
+        """Track every stream's frames as they come; ends when no stream is left running.
+
+        Live streams run until removed (or until they give up reconnecting), file streams until
+        their last frame. Stopping early (break, Ctrl-C) leaves the runtime usable; `close()`
+        stops the readers.
+        """
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            if batch:
+                yield from self._track_batch(batch)
+
+    def _next_batch(self) -> list[tuple[_Stream, StreamFrame]] | None:
+        """Up to max_batch frames, one per stream with a frame ready; [] to look again; None when all are done."""
+        with self._ready:
+            while True:
+                if self._closed:
+                    return None
+                streams = [self._streams[name] for name in self._order]
+                ready = [s for s in streams if s.failure is None and s.reader.has_frame]
+                if ready:
+                    break
+                if all(s.is_done for s in streams):
+                    return None
+                self._ready.wait(_IDLE_WAIT_S)
+            # Wait briefly for the other running streams so the batch fills (never for one that
+            # is reconnecting, finished or failed).
+            expected = min(self.max_batch, sum(1 for s in streams if s.is_running or s.reader.has_frame))
+            deadline = time.perf_counter() + self.config.batch_wait_ms / 1e3
+            while len(ready) < expected:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                self._ready.wait(left)
+                streams = [self._streams[name] for name in self._order if name in self._streams]
+                ready = [s for s in streams if s.failure is None and s.reader.has_frame]
+            ready.sort(key=lambda s: s.reader.head_clock)  # oldest first: no stream starves
+            batch: list[tuple[_Stream, StreamFrame]] = []
+            for stream in ready[: self.max_batch]:
+                frame = stream.reader.take()
+                if frame is not None:
+                    batch.append((stream, frame))
+            return batch
+
+    def _track_batch(self, batch: list[tuple[_Stream, StreamFrame]]) -> Iterator[StreamResult]:
+        pools = []
+        for stream, frame in batch:
+            tracker = self._tracker(stream)
+            if frame.skipped:
+                tracker.skip_frames(frame.skipped)
+            pools.append(tracker.recheck_tracklets())
+        images = batch[0][1].images if len(batch) == 1 else np.concatenate([frame.images for _, frame in batch])
+        try:
+            outputs = self.engines.run(images, pools)
+        except EngineUnavailable as exc:
+            self._engines_down(batch, exc)
+            return
+        self._engine_failures = 0
+        self.batch_sizes[len(batch)] += 1
+        # Host work of every frame first, then the results: the engines' output buffers are
+        # reused by the next run, and a slow consumer must not hold them.
+        results: list[StreamResult] = []
+        for (stream, frame), network in zip(batch, outputs):
+            try:
+                tracks = self._tracker(stream).update_from_network(network, frame.transform)
+            except OmcError as exc:
+                self._fail(stream, str(exc))
+                continue
+            now = time.perf_counter()
+            stream.frames_tracked += 1
+            stream.recent.append(now)
+            results.append(
+                StreamResult(
+                    stream.spec.name, frame.index, frame.capture_time, (now - frame.capture_clock) * 1e3,
+                    tracks, len(batch), frame.skipped, frame.reconnected, frame.frame,
+                )  # fmt: skip
+            )
+        yield from results
+
+    def _tracker(self, stream: _Stream) -> Tracker:
+        if stream.tracker is None:
+            rate = stream.reader.frame_rate or stream.spec.frame_rate or 30.0
+            stream.tracker = Tracker.with_engines(self.engines, self.meta, stream.spec.tracker, rate)
+        return stream.tracker
+
+    def _fail(self, stream: _Stream, message: str) -> None:
+        log.warning("stream %s: %s", stream.spec.name, message)
+        with self._ready:
+            stream.failure = message
+            stream.reader.stop()
+
+    def _engines_down(self, batch: list[tuple[_Stream, StreamFrame]], exc: EngineUnavailable) -> None:
+        """The engines' server is down: these frames are lost (counted), the next ones retried after a backoff."""
+        self._engine_failures += 1
+        delay = self.config.reconnect_delay_s(self._engine_failures)
+        log.warning("engines unavailable (%s); retrying in %.1f s", exc, delay)
+        for stream, frame in batch:
+            stream.frames_lost += 1
+            stream.reader.last_error = str(exc)
+            # The frame was not tracked: its tracker ages through it like any other gap.
+            self._tracker(stream).skip_frames(1)
+        time.sleep(delay)
+
+    # --- life cycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop every reader and close the engines when this runtime opened them."""
+        with self._ready:
+            if self._closed:
+                return
+            self._closed = True
+            streams = list(self._streams.values())
+            for stream in streams:
+                stream.reader.stop()
+            self._ready.notify_all()
+        for stream in streams:
+            stream.reader.join(_JOIN_TIMEOUT_S)
+        if self._own_engines:
+            self.engines.close()
+
+    def __enter__(self) -> "StreamRuntime":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
