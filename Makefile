@@ -30,7 +30,7 @@ PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test typecheck pytest export engines calib benchmark demo test-gpu clean
+.PHONY: setup live-deps test typecheck pytest export engines calib benchmark demo test-gpu clean
 
 setup: $(STAMP)
 
@@ -45,7 +45,18 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) tests/typecheck/prepare_trt_stubs.py
 	touch $(STAMP)
 
-test: setup typecheck pytest
+test: setup live-deps typecheck pytest
+
+# The live-stream tests serve real RTSP on 127.0.0.1 with GStreamer's RTSP server, run by the
+# system Python (its `gi`); installed from Debian's packages when missing (root or sudo).
+LIVE_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+LIVE_PROBE := /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer" 2>/dev/null
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+live-deps:
+	@$(LIVE_PROBE) || { echo "installing GStreamer's RTSP server for the live-stream tests: $(LIVE_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(LIVE_PACKAGES) >/dev/null; }
+	@$(LIVE_PROBE) || { echo "GStreamer's RTSP server is still missing for /usr/bin/python3"; exit 1; }
 
 typecheck: setup
 	$(PY) tests/typecheck/prepare_trt_stubs.py

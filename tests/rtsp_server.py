@@ -5,7 +5,7 @@ gir1.2-gst-rtsp-server-1.0, gstreamer1.0-rtsp, gstreamer1.0-plugins-ugly, python
 live-deps` installs them). It serves generated H.264 video at rtsp://127.0.0.1:PORT/MOUNT,
 prints "ready" on stdout once it listens, and runs until killed or until --seconds pass.
 
-    /usr/bin/python3 tests/live/rtsp_server.py --port 8554 --mount /cam --size 320x192 --fps 25
+    /usr/bin/python3 tests/rtsp_server.py --port 8554 --mount /cam --size 320x192 --fps 25
 """
 
 import argparse
