@@ -198,6 +198,8 @@ def _entries_from_sources(
             name, suffix = f"{base}_{suffix}", suffix + 1
         names.add(name)
         source: str | Path = text if live else Path(text)
+        if isinstance(source, Path) and not source.exists():
+            raise BadInput(f"source {source} does not exist")
         entries.append(StreamEntry(StreamSpec(name, source, mode, frame_rate, tracker, max_frames)))
     return entries
 

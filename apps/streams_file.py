@@ -142,7 +142,10 @@ def _source(value: Any, base: Path, where: str) -> str | Path | int:
     if isinstance(value, int) or is_live_location(value):
         return value
     location = Path(value).expanduser()
-    return location if location.is_absolute() else base / location
+    location = location if location.is_absolute() else base / location
+    if not location.exists():
+        raise BadInput(f"{where}: source {location} does not exist")
+    return location
 
 
 def _dataclass_from(cls: Any, values: Mapping[str, Any], where: str) -> Any:

@@ -26,10 +26,18 @@ only; an error in one stream's host work fails that stream only; a remote engine
 down (EngineUnavailable) fails the batch's frames, which are counted as dropped, and the runtime
 retries with the next frames after a capped backoff, as a live source does.
 
-Across a gap (frames dropped under load, or a live source reconnecting) the stream's tracker is
-told how many frames it missed (`Tracker.skip_frames`): lost tracks age by the gap's length, so a
-short dropout keeps the ids and one longer than the lost-track buffer (TrackerConfig.track_buffer
-frames at 30 fps, 1 s) ends them; new tracks get new ids (the counter never restarts).
+Across a gap the stream's tracker is told how many frames it missed (`Tracker.skip_frames`), so
+lost tracks age by the gap's wall-clock length, as they would have in those frames:
+- frames dropped in latest-frame mode (the engines were busy): tracked tracks stay tracked and
+  the next frame matches them as usual; a lost one whose loss, gap included, exceeds the
+  lost-track buffer (TrackerConfig.track_buffer frames at 30 fps: 1 s) is removed;
+- a live source that reconnects after a short dropout (up to the buffer): the same, so the
+  people still there keep their ids;
+- after a longer dropout every track ends (`Tracker.forget_tracks`): the motion model predicts
+  one frame ahead and cannot bridge it. People still there get new ids; the id counter never
+  restarts, so no id is used twice in a stream. A downstream consumer sees the gap as missing
+  frame numbers, a record with `reconnected` true and `skipped` frames, and (after a long one)
+  only new ids.
 
 The loop runs in the thread that iterates `results()`; `add_stream` / `remove_stream` may be
 called from the loop body or from another thread.
@@ -327,6 +335,8 @@ class StreamRuntime:
         pools = []
         for stream, frame in batch:
             tracker = self._tracker(stream)
+            if frame.reconnected and frame.skipped > tracker.max_time_lost:
+                tracker.forget_tracks()
             if frame.skipped:
                 tracker.skip_frames(frame.skipped)
             pools.append(tracker.recheck_tracklets())

@@ -251,13 +251,29 @@ class Tracker:
         return self._table.smooth_feature[pool] if len(pool) else None
 
     def skip_frames(self, count: int) -> None:
-        """Count `count` frames of the stream that were not tracked (dropped under load, or lost
-        while a live source reconnected): the frame counter moves on, so lost tracks age by them
-        and one gone longer than the lost-track buffer is removed at the next frame, as after an
-        occlusion that long. A short gap keeps the ids; a long one starts new ones."""
+        """Count `count` frames of the stream that were not tracked (dropped while the engines were
+        busy, or missed while a live source reconnected): the frame counter moves on, so lost
+        tracks age by them as they would have in those frames, and one lost longer than the
+        buffer is removed at the next frame. Tracked tracks stay tracked: the next frame matches
+        them as usual. Ids are never reused."""
         if count < 0:
             raise ValueError(f"cannot skip {count} frames")
         self._frame_id += count
+        # Lost tracks the skipped frames would have removed (with the reference's one-frame lag)
+        # leave now, before the next frame's association could re-find them.
+        lost = self._lost_slots
+        keep = (self._frame_id + 1) - self._table.frame_id[lost] <= self.max_time_lost + 1
+        if not keep.all():
+            self._lost_slots = lost[keep]
+            self._table.retain(np.concatenate([self._tracked_slots, self._lost_slots]))
+
+    def forget_tracks(self) -> None:
+        """End every track (as if each had been lost longer than the buffer), keeping the frame and
+        id counters, so new tracks get new ids. For a stream back after a gap longer than the
+        lost-track buffer: the motion model predicts one frame ahead and cannot bridge it."""
+        self._table.clear()
+        self._tracked_slots = np.zeros(0, np.int64)
+        self._lost_slots = np.zeros(0, np.int64)
 
     def update_from_network(self, outputs: NetworkOutputs, transform: LetterboxTransform) -> list[Track]:
         """The host half of a frame: detections (NMS, fusion of re-check boxes), association.

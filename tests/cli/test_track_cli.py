@@ -1,8 +1,9 @@
 """`omc track`: end to end on toy engines, flags to TrackerConfig, interruption, bad input.
 
-In-process tests run `omc.cli.main` with a scripted stand-in tracker so the written rows are known
-exactly; the subprocess tests run `python -m omc track` with the real tracker on the toy engines of
-tests/toy_engines.py for exit codes, one-line errors, Ctrl-C and the files left behind.
+In-process tests run `omc.cli.main` with a scripted stand-in tracker inside the real stream runtime
+(the engines are stubbed) so the written rows are known exactly; the subprocess tests run `python -m
+omc track` with the real tracker on the toy engines of tests/toy_engines.py for exit codes, one-line
+errors, Ctrl-C and the files left behind.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,11 +21,12 @@ import cv2
 import numpy as np
 import pytest
 
+from omc.apps.results import partial_path, read_mot_txt
 from omc.cli import main
 from omc.config import TrackerConfig
-from omc.errors import BadInput
-from omc.runtime import sources
-from omc.apps.results import partial_path, read_mot_txt
+from omc.contract import EngineMeta
+from omc.runtime import backends, streams
+from omc.runtime.engines import NetworkOutputs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 W, H = 96, 64
@@ -52,33 +53,50 @@ class FakeTrack:
 
 
 class ScriptedTracker:
-    """Frame n (1-based): id 1 at x = 2n (detected); from frame 2 on also id 2 (restored)."""
+    """Frame n (1-based) of a stream: id 1 at x = 2n (detected); from frame 2 on also id 2 (restored).
+
+    Stands in for `Tracker` inside the stream runtime: `with_engines` records how it was made.
+    """
 
     created: list[dict[str, Any]] = []
+    interrupt_at: int | None = None  # raise KeyboardInterrupt at this frame (Ctrl-C in the loop)
 
     def __init__(self) -> None:
         self.frames = 0
-        self.closed = False
 
     @classmethod
-    def from_engines(cls, engine_dir: Path, **kwargs: Any) -> "ScriptedTracker":
-        cls.created.append({"engine_dir": Path(engine_dir), **kwargs})
+    def with_engines(cls, engines: Any, meta: EngineMeta, config: TrackerConfig, frame_rate: float) -> "ScriptedTracker":
+        cls.created.append({"config": config, "frame_rate": frame_rate})
         return cls()
 
-    def update(self, frame_bgr: np.ndarray) -> list[FakeTrack]:
-        assert frame_bgr.dtype == np.uint8 and frame_bgr.ndim == 3
+    def recheck_tracklets(self) -> None:
+        return None
+
+    def skip_frames(self, count: int) -> None:
+        self.frames += count
+
+    def update_from_network(self, outputs: NetworkOutputs, transform: Any) -> list[FakeTrack]:
         self.frames += 1
         n = self.frames
+        if n == self.interrupt_at:
+            raise KeyboardInterrupt
         tracks = [FakeTrack(1, np.array([2.0 * n, 4.0, 2.0 * n + 20.0, 44.0], np.float32), 0.75, False)]
         if n >= 2:
             tracks.append(FakeTrack(2, np.array([50.0, 10.0, 70.0, 50.5], np.float32), 0.5, True))
         return tracks
 
-    def __enter__(self) -> "ScriptedTracker":
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.closed = True
+class StubPair:
+    """Engines that return nothing: the scripted tracker makes the tracks."""
+
+    opened: list[dict[str, Any]] = []
+
+    def run(self, images: np.ndarray, tracklets: list[Any]) -> list[NetworkOutputs]:
+        assert images.dtype == np.uint8 and images.shape[1:] == (64, 96, 3)
+        return [NetworkOutputs({}, None) for _ in range(len(images))]
+
+    def close(self) -> None:
+        pass
 
 
 def expected_rows(frames: int) -> str:
@@ -92,10 +110,15 @@ def expected_rows(frames: int) -> str:
 
 @pytest.fixture
 def scripted(monkeypatch: pytest.MonkeyPatch) -> type[ScriptedTracker]:
-    module = types.ModuleType("omc.runtime.tracker")
-    module.Tracker = ScriptedTracker  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "omc.runtime.tracker", module)
+    def open_stub(engine_dir: Path, backend: str, device: str, **options: Any) -> tuple[StubPair, EngineMeta]:
+        StubPair.opened.append({"engine_dir": Path(engine_dir), "backend": backend, "device": device})
+        return StubPair(), EngineMeta(input_hw=(64, 96))
+
+    monkeypatch.setattr(streams, "Tracker", ScriptedTracker)
+    monkeypatch.setattr(backends, "open_engine_pair", open_stub)
     monkeypatch.setattr(ScriptedTracker, "created", [])
+    monkeypatch.setattr(ScriptedTracker, "interrupt_at", None)
+    monkeypatch.setattr(StubPair, "opened", [])
     return ScriptedTracker
 
 
@@ -115,9 +138,9 @@ def test_track_writes_results_and_summary(tmp_path: Path, scripted: type[Scripte
     assert not partial_path(out).exists()
     err = capsys.readouterr().err
     assert "4 frames, 2 tracks, 3 restored boxes" in err and str(out) in err
-    created = scripted.created[0]
+    created, opened = scripted.created[0], StubPair.opened[0]
     assert created["config"] == TrackerConfig()
-    assert (created["backend"], created["device"], created["frame_rate"]) == ("ort", "auto", 30.0)
+    assert (opened["backend"], opened["device"], created["frame_rate"]) == ("ort", "auto", 30.0)
 
 
 def test_tracker_flags_become_the_config(tmp_path: Path, scripted: type[ScriptedTracker], engines: Path) -> None:
@@ -131,7 +154,7 @@ def test_tracker_flags_become_the_config(tmp_path: Path, scripted: type[Scripted
     assert main(argv) == 0
     created = scripted.created[0]
     assert created["config"] == TrackerConfig(conf_thres=0.3, track_buffer=60, recheck=False)
-    assert (created["device"], created["frame_rate"]) == ("cuda", 14.0)  # rate from seqinfo.ini
+    assert (StubPair.opened[0]["device"], created["frame_rate"]) == ("cuda", 14.0)  # rate from seqinfo.ini
     assert main(argv + ["--frame-rate", "25", "--recheck"]) == 0
     assert scripted.created[1]["frame_rate"] == 25.0 and scripted.created[1]["config"].recheck is True
 
@@ -161,22 +184,11 @@ def test_save_video(tmp_path: Path, scripted: type[ScriptedTracker], engines: Pa
     assert not (tmp_path / "runs" / "demo.partial.mp4").exists()
 
 
-class InterruptingSource(sources.FrameSource):
-    """Three frames, then Ctrl-C."""
-
-    def __init__(self) -> None:
-        super().__init__(Path("live"), "live", 30.0, None)
-
-    def _frames(self) -> Iterator[tuple[int, np.ndarray]]:
-        for index in (1, 2, 3):
-            yield index, np.zeros((H, W, 3), np.uint8)
-        raise KeyboardInterrupt
-
-
-def test_ctrl_c_keeps_frames_done(tmp_path: Path, scripted: type[ScriptedTracker], engines: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(sources, "open_source", lambda path: InterruptingSource())
+def test_ctrl_c_keeps_frames_done(tmp_path: Path, scripted: type[ScriptedTracker], engines: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frames = write_frames(tmp_path / "frames", 6)
+    scripted.interrupt_at = 4  # Ctrl-C while the 4th frame is tracked
     out, video = tmp_path / "r.txt", tmp_path / "v.mp4"
-    status = main(["track", "live", "--engines", str(engines), "--out", str(out), "--save-video", str(video)])
+    status = main(["track", str(frames), "--engines", str(engines), "--out", str(out), "--save-video", str(video)])
     assert status == 130
     assert out.read_text() == expected_rows(3)
     assert not partial_path(out).exists()
@@ -184,7 +196,7 @@ def test_ctrl_c_keeps_frames_done(tmp_path: Path, scripted: type[ScriptedTracker
     assert capture.isOpened() and capture.read()[0]
     capture.release()
     err = capsys.readouterr().err
-    assert "stopped after 3 frames" in err and err.rstrip().endswith("interrupted")
+    assert "stopped; frames kept per stream: frames 3" in err and err.rstrip().endswith("interrupted")
 
 
 def test_size_change_mid_stream_keeps_earlier_frames(tmp_path: Path, scripted: type[ScriptedTracker], engines: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -201,7 +213,8 @@ def test_size_change_mid_stream_keeps_earlier_frames(tmp_path: Path, scripted: t
     ("extra", "message"),
     [
         (["--conf-thres", "1.5"], "TrackerConfig.conf_thres must lie in [0, 1], got 1.5"),
-        (["--frame-rate", "0"], "--frame-rate must be positive, got 0.0"),
+        (["--frame-rate", "0"], "--frame-rate must be a positive number, got 0.0"),
+        (["--frame-rate", "inf"], "--frame-rate must be a positive number, got inf"),
         (["--max-frames", "0"], "--max-frames must be at least 1, got 0"),
     ],
 )
@@ -291,8 +304,8 @@ def test_cli_end_to_end_on_toy_engines(tmp_path: Path, toy_engines: Path) -> Non
     result = run_omc("track", str(frames), "--engines", str(toy_engines), "--out", str(out), "--save-video", str(video))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    summary = result.stderr.strip().splitlines()[-1]
-    assert summary.startswith("6 frames, ") and summary.endswith(f"-> {out}, video {video}")
+    summary = result.stderr.strip().splitlines()[-2]
+    assert summary.startswith("frames: 6 frames, ") and summary.endswith(f"-> {out}, {video}")
     table = read_mot_txt(out)
     assert len(table) > 0 and set(table.frames.tolist()) <= set(range(1, 7))
     assert (table.boxes_tlwh[:, 2:] > 0).all()
@@ -307,7 +320,7 @@ def test_cli_end_to_end_on_toy_engines(tmp_path: Path, toy_engines: Path) -> Non
     baseline = tmp_path / "runs" / "baseline.txt"
     result = run_omc("track", str(frames), "--engines", str(toy_engines), "--out", str(baseline), "--no-recheck")
     assert result.returncode == 0, result.stderr
-    assert ", 0 restored boxes," in result.stderr  # the baseline never runs the re-check
+    assert ", 0 restored boxes ->" in result.stderr  # the baseline never runs the re-check
     assert len(read_mot_txt(baseline)) > 0
 
 
@@ -348,7 +361,7 @@ def test_cli_sigint_keeps_a_valid_results_file(tmp_path: Path, toy_engines: Path
             process.kill()
     assert process.returncode == 130, err
     assert "Traceback" not in err and err.rstrip().endswith("interrupted")
-    assert "stopped after" in err
+    assert "stopped; frames kept per stream: long " in err
     assert not partial_path(out).exists()
     text = out.read_text()
     assert text.endswith("\n")
@@ -374,8 +387,8 @@ def test_cli_end_to_end_on_a_real_export(tmp_path: Path) -> None:
                      "--conf-thres", "0.05")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    summary = result.stderr.strip().splitlines()[-1]
-    assert summary.startswith("8 frames, ") and summary.endswith(f"-> {out}, video {video}")
+    summary = result.stderr.strip().splitlines()[-2]
+    assert summary.startswith("clip: 8 frames, ") and summary.endswith(f"-> {out}, {video}")
     table = read_mot_txt(out)
     assert len(table) > 0 and set(table.frames.tolist()) <= set(range(2, 9))  # confirmed from frame 2 on
     assert (table.boxes_tlwh[:, 2:] > 0).all() and np.isfinite(table.boxes_tlwh).all()
