@@ -166,7 +166,9 @@ def test_latest_frame_mode_keeps_latency_bounded_and_counts_drops(toy_engines: P
             if result.frame_index > camera_fps * seconds - 5:
                 break
         health = runtime.health()["fast"]
-    assert health.frames_dropped > 100 and skipped >= health.frames_dropped - 1
+    # Drops are counted, and handed on as `skipped` with the next tracked frame (the last
+    # frame's may still be queued when the loop stops).
+    assert health.frames_dropped > 100 and health.frames_dropped - 10 <= skipped <= health.frames_dropped
     # Each tracked frame waits for about one engine run besides its own. Had the 250 frames of
     # backlog per 100 tracked queued up instead, latency would climb by seconds over the run.
     assert np.percentile(latencies, 99) < 8 * engine_seconds * 1e3, latencies
