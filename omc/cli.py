@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "omc.apps.cli",
     "omc.calib.cli",
     "omc.benchmarks.cli",
+    "omc.benchmarks.streams_cli",
 )
 
 log = logging.getLogger("omc")
