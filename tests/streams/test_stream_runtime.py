@@ -15,7 +15,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 import pytest
-from scripted_scenes import EMBEDDING_DIM, NET_HW, Scene, SceneDetector, SceneRecheck, ScriptedObject, scene_meta, walk
+from scripted_scenes import NET_HW, Scene, SceneDetector, SceneRecheck, ScriptedObject, scene_meta, walk
 from toy_engines import write_toy_engines
 
 from omc.config import StreamConfig, TrackerConfig
