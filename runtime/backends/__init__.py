@@ -15,7 +15,7 @@ from typing import Any
 from omc import contract
 from omc.contract import EngineMeta
 from omc.errors import BadInput, OmcError
-from omc.runtime.backends.base import Backend
+from omc.runtime.backends.base import Backend, batch_item
 
 BACKENDS = ("ort", "trt")
 # The device "auto" means: ONNX Runtime on the CPU, TensorRT on the first CUDA GPU.
@@ -91,4 +91,4 @@ def open_engines(
     return detector, recheck, meta
 
 
-__all__ = ["AUTO_DEVICE", "BACKENDS", "Backend", "DEFAULT_DEVICES", "open_engines"]
+__all__ = ["AUTO_DEVICE", "BACKENDS", "Backend", "DEFAULT_DEVICES", "batch_item", "open_engines"]

@@ -140,7 +140,7 @@ def test_type_stubs_are_not_mistaken_for_tensorrt() -> None:
         tensorrt = None
     if tensorrt is not None and hasattr(tensorrt, "Builder"):
         pytest.skip("full NVIDIA TensorRT is installed here")
-    with pytest.raises(MissingDependency, match="NVIDIA TensorRT \\(module tensorrt\\) is not installed.*'trt' extra"):
+    with pytest.raises(MissingDependency, match="NVIDIA TensorRT \\(module tensorrt\\) is not installed.*'trt-cu13' extra.*'trt-cu12' on a CUDA 12 driver"):
         load_tensorrt("tensorrt")
 
 

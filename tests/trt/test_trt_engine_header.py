@@ -195,6 +195,7 @@ def test_built_sidecars_record_export_edition_version_targets_and_hash(rtx_engin
         assert header.edition == "rtx"
         assert header.tensorrt_version == rtx_module.__version__  # type: ignore[attr-defined]
         assert header.portable and header.gpu_targets == RTX_PORTABLE_TARGETS
+        assert header.extra == {"tf32": False}  # fp32 export: TF32 off
         assert EngineMeta.from_dict(header.export) == meta
         assert header.plan_sha256 == plan_sha256((rtx_engines / name).read_bytes())
         _, plan = load_checked_plan(rtx_engines / name, meta, "rtx", header.tensorrt_version, (8, 6))
