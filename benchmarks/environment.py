@@ -47,7 +47,8 @@ LIBRARIES = (
     "lap",
     "tensorrt",
     "tensorrt-rtx-cu13",
-    "cuda-python",
+    "tensorrt-rtx-cu12",
+    "cuda-bindings",
     "threadpoolctl",
     "matplotlib",
 )

@@ -335,9 +335,11 @@ class CalibConfig:
 TRT_EDITIONS = ("auto", "tensorrt", "rtx")
 # TensorRT for RTX compute-capability targets (export-and-tensorrt-notes.md, "Builder targets").
 RTX_GPU_TARGETS = ("SM75", "SM80", "SM86", "SM89", "SM120", "SM121")
-# What a TensorRT for RTX build without --gpu-target runs on (same notes: "portable across
-# SM86/SM89/SM120").
-RTX_PORTABLE_TARGETS = ("SM86", "SM89", "SM120")
+# What a TensorRT for RTX build without --gpu-target runs on: NVIDIA's CPU-only AOT documentation
+# says compute capability 8.0, 8.6, 8.9, 12.0 "and later" (SM121, GB10, since TensorRT for RTX
+# 1.5). The runtime refuses other GPUs up to the newest listed one from the sidecar, and asks
+# TensorRT itself (`Runtime.get_engine_validity`) on the host for everything else.
+RTX_PORTABLE_TARGETS = ("SM80", "SM86", "SM89", "SM120", "SM121")
 
 
 @dataclass(frozen=True)
@@ -364,6 +366,34 @@ class TensorRTBuildConfig:
         for name in ("opt_batch", "opt_tracklets"):
             if getattr(self, name) < 1:
                 raise BadInput(f"TensorRTBuildConfig.{name} must be at least 1, got {getattr(self, name)}")
+
+
+# TensorRT for RTX's dynamic-shape kernel strategies (IRuntimeConfig): "lazy" runs a generic kernel
+# at once and compiles a shape-specialised one in the background, "eager" compiles it before the
+# first run of each new shape, "none" only ever runs the generic kernels.
+RTX_KERNEL_STRATEGIES = ("lazy", "eager", "none")
+
+
+@dataclass(frozen=True)
+class TensorRTRuntimeConfig:
+    """How the TensorRT backend runs the engines (our choices; TensorRT for RTX only, full
+    TensorRT compiles every kernel at build time and has none of these settings)."""
+
+    # The detector sees a handful of batch sizes (1 to max_batch): specialise each, in the background.
+    detector_kernels: str = "lazy"
+    # The re-check sees every tracklet count n from 1 to max_tracklets: specialising each would
+    # compile up to max_tracklets kernel sets in the background (CPU load, latency jitter), for
+    # the few n-dependent layers of a network that costs under a tenth of the detector.
+    recheck_kernels: str = "none"
+    # Keep the kernels TensorRT for RTX compiles on this GPU in `<plan>.runtime-cache` beside the
+    # plan (read at activation, written at deactivation), so the next process does not compile again.
+    runtime_cache: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("detector_kernels", "recheck_kernels"):
+            value = getattr(self, name)
+            if value not in RTX_KERNEL_STRATEGIES:
+                raise BadInput(f"TensorRTRuntimeConfig.{name} must be one of {', '.join(RTX_KERNEL_STRATEGIES)}, got '{value}'")
 
 
 # Backends `omc bench` can time: the PyTorch eager reference path, ONNX Runtime fp32, ONNX

@@ -11,7 +11,13 @@ RTX share the builder API. Differences handled here, each in one place:
   (SM75) needs fp16 graphs (TensorRT for RTX refuses fp32 matrix multiplies there): both are
   refused in one sentence before TensorRT is asked to build;
 - timing caches: full TensorRT reads and updates one; TensorRT for RTX ignores them (its
-  kernels are compiled on the user's GPU at first run), so the option is logged as unused.
+  kernels are compiled on the user's GPU at first run), so the option is logged as unused;
+- TF32: TensorRT allows it by default for float32 convolutions and matrix multiplies (10-bit
+  mantissa products on Ampere and newer). An fp32 export asks for float32 and `omc verify`
+  holds its engines to float32 tolerances, so fp32 builds clear the flag; fp16 graphs set
+  their own precision. The sidecar records the choice (`extra["tf32"]`).
+- CUDA graphs need nothing from the build: TensorRT for RTX captures through its runtime config,
+  omc's own capture (full TensorRT) needs no builder flag (runtime/backends/trt.py).
 
 TensorRT for RTX builds without a GPU, so all of this runs in CI. Each plan is written through a
 temporary name and a rename, with its `<plan>.json` sidecar (runtime/backends/engine_header.py).
@@ -212,18 +218,38 @@ def _set_rtx_targets(config: trt.IBuilderConfig, edition: TensorRTEdition, gpu_t
             raise OmcError(f"{edition.title} refused GPU target {target}")
 
 
-def build_plan(
-    parsed: ParsedNetwork,
-    profiles: Mapping[str, ProfileShape],
-    gpu_targets: tuple[str, ...],
-    timing_cache: Path | None,
-) -> bytes:
-    """Serialized engine for `parsed` with one optimisation profile; OmcError when TensorRT fails."""
+def allows_tf32(precision: str) -> bool:
+    """Whether a build of an export of `precision` may run float32 math as TF32: not for fp32."""
+    return precision != "fp32"
+
+
+def builder_config(
+    parsed: ParsedNetwork, profiles: Mapping[str, ProfileShape], gpu_targets: tuple[str, ...], tf32: bool
+) -> trt.IBuilderConfig:
+    """The builder config of one engine: its optimisation profile, TensorRT for RTX targets
+    (none: portable), and TF32 allowed or not."""
     config: trt.IBuilderConfig = parsed.builder.create_builder_config()
     if config.add_optimization_profile(make_profile(parsed, profiles)) < 0:
         raise OmcError(f"{parsed.edition.title} refused the optimisation profile {profiles}")
     if gpu_targets:
         _set_rtx_targets(config, parsed.edition, gpu_targets)
+    if not tf32:
+        config.clear_flag(parsed.edition.module.BuilderFlag.TF32)
+    return config
+
+
+def build_plan(
+    parsed: ParsedNetwork,
+    profiles: Mapping[str, ProfileShape],
+    gpu_targets: tuple[str, ...],
+    timing_cache: Path | None,
+    tf32: bool = True,
+) -> bytes:
+    """Serialized engine for `parsed` with one optimisation profile; OmcError when TensorRT fails.
+
+    tf32: allow TF32 for float32 math (TensorRT's default); `build_engines` passes
+    `allows_tf32(precision)`."""
+    config = builder_config(parsed, profiles, gpu_targets, tf32)
     cache: trt.ITimingCache | None = None
     if timing_cache is not None and parsed.edition.name == EDITION_TENSORRT:
         cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
@@ -291,7 +317,7 @@ def build_engines(
         parsed = parse_onnx(edition, onnx_paths[engine])
         check_network_contract(parsed, meta, engine)
         profiles = profile_shapes(meta, engine, config.opt_batch, config.opt_tracklets)
-        plan = build_plan(parsed, profiles, config.gpu_targets, cache_path)
+        plan = build_plan(parsed, profiles, config.gpu_targets, cache_path, allows_tf32(meta.precision))
         plans[engine] = (plan, time.perf_counter() - start)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -316,6 +342,7 @@ def build_engines(
             onnx_dir=str(onnx_dir.resolve()),
             omc_version=__version__,
             build_seconds=round(seconds, 3),
+            extra={"tf32": allows_tf32(meta.precision)},
         )
         write_header(plan_path, header)
         log.info(

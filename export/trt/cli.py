@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from omc.config import RTX_GPU_TARGETS, TRT_EDITIONS, TensorRTBuildConfig
+from omc.config import RTX_GPU_TARGETS, RTX_PORTABLE_TARGETS, TRT_EDITIONS, TensorRTBuildConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="SM..",
         help=f"TensorRT for RTX target, repeatable or comma-separated: {', '.join(RTX_GPU_TARGETS)} "
-        "(default: a portable build for SM86, SM89 and SM120)",
+        f"(default: a portable build, for {', '.join(RTX_PORTABLE_TARGETS)} and later RTX GPUs)",
     )
     parser.add_argument(
         "--timing-cache", type=Path, metavar="FILE", help="timing cache to read and update (full TensorRT only)"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from omc import contract
 from omc.contract import EngineMeta
 from omc.errors import BadInput, OmcError
-from omc.runtime.backends.base import Backend
+from omc.runtime.backends.base import Backend, batch_item
 
 if TYPE_CHECKING:
     from omc.runtime.engines import BackendPair
@@ -107,4 +107,4 @@ def open_engine_pair(
     return BackendPair(detector, recheck), meta
 
 
-__all__ = ["AUTO_DEVICE", "BACKENDS", "Backend", "DEFAULT_DEVICES", "open_engine_pair", "open_engines"]
+__all__ = ["AUTO_DEVICE", "BACKENDS", "Backend", "DEFAULT_DEVICES", "batch_item", "open_engine_pair", "open_engines"]

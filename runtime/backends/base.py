@@ -11,6 +11,8 @@ tracker needs nothing else. `Backend` adds the checks, state guards and timing.
 Device residency: a backend may return some outputs as `DeviceTensor` handles instead of NumPy
 arrays (ONNX Runtime OrtValues, TensorRT device buffers). The runtime only hands those on to the
 re-check backend; `np.asarray(handle)` copies one to the host when someone does need it.
+`batch_item(output, i)` takes frame i of a batched output ([B, ...] -> [1, ...]) without copying,
+for the per-frame re-check after a batched detector call.
 """
 
 from __future__ import annotations
@@ -43,19 +45,29 @@ ArrayLike = np.ndarray | DeviceTensor
 
 
 def batch_item(value: ArrayLike, index: int) -> ArrayLike:
-    """Batch item `index` of an engine output [B, ...] as [1, ...], without copying.
+    """Batch item `index` of an engine output [B, ...] as [1, ...], without copying where the
+    backend allows it.
 
-    A NumPy array gives a view; a device handle with a `batch_item(index)` method (OrtTensor,
-    TensorRT's DeviceArray) gives a view of its own memory at an offset, which the re-check engine
-    binds in place; any other handle is copied to the host first.
+    NumPy arrays give the view `value[index:index + 1]`; a device handle with a `batch_item`
+    method (the TensorRT backend's `DeviceArray`: the same device buffer at a byte offset) gives
+    its own view, which the re-check engine of the same pair binds as its input directly; any
+    other DeviceTensor is copied to the host first. ONNX Runtime's OrtTensor views its own
+    memory at an offset too. BadInput unless 0 <= index < B.
+
+    A view lives in the producing backend's output buffers: the TensorRT backend overwrites them
+    at its next call, so finish every re-check of batch k (or copy what you keep) before running
+    the detector on batch k + 1.
     """
+    shape = tuple(value.shape)
+    if not shape or not 0 <= index < shape[0]:
+        raise BadInput(f"batch item {index} does not exist in an output of shape {list(shape)}")
     if isinstance(value, np.ndarray):
         return value[index : index + 1]
-    take = getattr(value, "batch_item", None)
-    if take is None:
-        return np.asarray(value)[index : index + 1]
-    item: ArrayLike = take(index)
-    return item
+    slicer = getattr(value, "batch_item", None)
+    if slicer is not None:
+        item: ArrayLike = slicer(index)
+        return item
+    return np.asarray(value)[index : index + 1]
 
 
 class Backend(ABC):

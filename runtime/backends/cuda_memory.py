@@ -1,14 +1,25 @@
 """GPU memory for the TensorRT backend: one CUDA stream, device and pinned buffers, CUDA graphs.
 
-Built on cuda-python's CUDA runtime bindings (`cuda.bindings.runtime`), chosen deliberately:
+Built on cuda-python's CUDA runtime bindings (`cuda.bindings.runtime`, distribution
+`cuda-bindings`), chosen deliberately:
 - it is NVIDIA's own binding, shipped as binary wheels on PyPI for CUDA 12 and 13, so it installs
-  with pip on any host (the `rtx` and `trt` extras) with no compiler and no CUDA toolkit; PyCUDA
-  compiles against the toolkit's headers at install time, which edge hosts and CI do not have;
+  with pip on any host with no compiler and no CUDA toolkit; PyCUDA compiles against the
+  toolkit's headers at install time, which edge hosts and CI do not have;
 - it covers the whole runtime API the backend needs: streams, `cudaMallocHost` pinned memory,
   async copies, stream capture and CUDA graphs; Polygraphy's `polygraphy.cuda` is a ctypes
   wrapper over whatever `libcudart.so` is on the library path (often none beside a pip-installed
   TensorRT), has no graph API, and is a development tool rather than a runtime dependency;
 - every call returns its `cudaError_t`, which this module turns into one `OmcError` sentence.
+
+cuda-bindings carries the CUDA runtime of its major version (13.x needs a driver for CUDA 13,
+R580 or newer; 12.x runs on CUDA 12 drivers, R525 or newer), so the pip extras come per CUDA
+major (pyproject.toml) and `cuda_driver_mismatch()` names the driver and the extra to install
+instead of CUDA's "driver version is insufficient".
+
+Devices: CUDA's current device is per thread, and `cudaSetDevice` at activation only covers the
+thread that activated. Everything that allocates, copies, captures or enqueues calls
+`CudaSession.make_current()` first, so engines on two GPUs in one thread, or calls from worker
+threads, always work on the session's own GPU.
 
 Pointers are plain ints (what TensorRT's `set_tensor_address` and `execute_async_v3` take).
 Nothing here runs without a GPU: `cuda_unavailable_reason()` says why, and `CudaSession.acquire()`
@@ -28,8 +39,16 @@ from omc.errors import MissingDependency, OmcError
 
 log = logging.getLogger(__name__)
 
-# pip extra that brings cuda-python (see pyproject.toml: rtx and trt both list it).
+# pip extra that brings cuda-bindings with TensorRT for RTX (CUDA 13); the others per CUDA major.
 CUDA_EXTRA = "rtx"
+CUDA_EXTRAS_BY_MAJOR = {12: ("rtx-cu12", "trt-cu12"), 13: ("rtx", "trt-cu13")}
+# Oldest driver branch of each CUDA major (NVIDIA's CUDA release notes, minor-version compatibility).
+DRIVER_BRANCH_BY_MAJOR = {12: "R525", 13: "R580"}
+# What CUDA's version integers encode: 1000 * major + 10 * minor (12040 is CUDA 12.4).
+_CUDA_VERSION_MAJOR = 1000
+_CUDA_VERSION_MINOR = 10
+# Alignment of what cudaMalloc returns, and what TensorRT asks of the memory it is given.
+DEVICE_ALIGNMENT_BYTES = 256
 
 
 def load_cudart() -> ModuleType:
@@ -37,8 +56,55 @@ def load_cudart() -> ModuleType:
     try:
         from cuda.bindings import runtime
     except ImportError as exc:
-        raise MissingDependency("cuda-python (module cuda.bindings)", CUDA_EXTRA, str(exc)) from None
+        others = ", ".join(f"'{extra}'" for extras in CUDA_EXTRAS_BY_MAJOR.values() for extra in extras if extra != CUDA_EXTRA)
+        raise MissingDependency(
+            "cuda-bindings (module cuda.bindings)", CUDA_EXTRA, f"or {others} to match the host's CUDA driver; {exc}"
+        ) from None
     return runtime
+
+
+def native_handle(handle: Any) -> int:
+    """The address behind a cuda-python handle (a stream, a graph) as an int, what TensorRT takes.
+
+    `int(handle)` is deprecated since cuda-bindings 12.9.1 in favour of
+    `cuda.bindings.utils.get_cuda_native_handle`; older 12.x bindings only have `int()`.
+    """
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
+        return int(handle)
+    return int(get_cuda_native_handle(handle))
+
+
+def _cuda_version_text(version: int) -> str:
+    return f"{version // _CUDA_VERSION_MAJOR}.{version % _CUDA_VERSION_MAJOR // _CUDA_VERSION_MINOR}"
+
+
+def cuda_driver_mismatch(cudart: ModuleType) -> str | None:
+    """Why the installed cuda-bindings cannot run on this driver (its CUDA major is newer than the
+    driver's), naming the driver and the extra to install; None when they fit or there is no driver."""
+    error, driver = cudart.cudaDriverGetVersion()
+    if error != cudart.cudaError_t.cudaSuccess or driver == 0:
+        return None  # no driver at all: cuda_unavailable_reason says so in CUDA's words
+    error, runtime = cudart.cudaRuntimeGetVersion()
+    if error != cudart.cudaError_t.cudaSuccess:
+        return None
+    driver_major, runtime_major = driver // _CUDA_VERSION_MAJOR, runtime // _CUDA_VERSION_MAJOR
+    if driver_major >= runtime_major:
+        return None
+    branch = DRIVER_BRANCH_BY_MAJOR.get(runtime_major, f"CUDA {runtime_major}")
+    fix = CUDA_EXTRAS_BY_MAJOR.get(driver_major)
+    install = (
+        f"install the CUDA {driver_major} build instead (pip install '.[{fix[0]}]' for TensorRT for RTX, "
+        f"'.[{fix[1]}]' for full TensorRT)"
+        if fix
+        else f"install a cuda-bindings release for CUDA {driver_major}"
+    )
+    return (
+        f"cuda-bindings {_cuda_version_text(runtime)} needs an NVIDIA driver for CUDA {runtime_major} "
+        f"({branch} or newer), but this driver supports CUDA {_cuda_version_text(driver)}; {install}, "
+        f"or update the driver"
+    )
 
 
 def _error_text(cudart: ModuleType, error: Any) -> str:
@@ -60,11 +126,15 @@ def cuda_call(cudart: ModuleType, what: str, result: Any) -> Any:
 
 
 def cuda_unavailable_reason(device: int) -> str | None:
-    """Why `device` cannot be used (no cuda-python, no driver, no GPU, index too high), or None."""
+    """Why `device` cannot be used (no cuda-python, no driver, a driver too old for the installed
+    cuda-bindings, no GPU, index too high), or None."""
     try:
         cudart = load_cudart()
     except MissingDependency as exc:
         return str(exc)
+    mismatch = cuda_driver_mismatch(cudart)
+    if mismatch is not None:
+        return mismatch
     error, count = cudart.cudaGetDeviceCount()
     if error != cudart.cudaError_t.cudaSuccess:
         return f"no usable CUDA GPU or driver ({_error_text(cudart, error)})"
@@ -89,7 +159,8 @@ class CudaSession:
 
     Sharing the stream orders the detector's work before the re-check's reads of the detector's
     device buffers without any event or host synchronisation. `acquire()` / `release()` count
-    users: the stream is created by the first and destroyed by the last.
+    users: the stream is created by the first and destroyed by the last. Every method that talks
+    to the GPU makes the session's device current for the calling thread first.
     """
 
     def __init__(self, device: int = 0) -> None:
@@ -109,14 +180,20 @@ class CudaSession:
         """The stream handle as TensorRT takes it."""
         if self._stream is None:
             raise OmcError("the CUDA session is not open; activate the backend first")
-        return int(self._stream)
+        return native_handle(self._stream)
 
     def use_device(self) -> None:
-        """Make this session's GPU current for the calling thread (before TensorRT allocates)."""
+        """Check that this session's GPU is usable and make it current (before TensorRT allocates)."""
         reason = cuda_unavailable_reason(self.device)
         if reason is not None:
             raise OmcError(f"cannot use CUDA device {self.device}: {reason}")
         cudart = load_cudart()
+        cuda_call(cudart, f"selecting device {self.device}", cudart.cudaSetDevice(self.device))
+
+    def make_current(self) -> None:
+        """Make this session's GPU current for the calling thread (cheap; CUDA's current device is
+        per thread, so every call that allocates, copies or enqueues needs it)."""
+        cudart = self.cudart
         cuda_call(cudart, f"selecting device {self.device}", cudart.cudaSetDevice(self.device))
 
     def acquire(self) -> None:
@@ -133,15 +210,20 @@ class CudaSession:
         self._users -= 1
         if self._users == 0 and self._cudart is not None:
             cudart = self._cudart
+            self.make_current()
             cuda_call(cudart, "destroying the stream", cudart.cudaStreamDestroy(self._stream))
             self._stream = None
             self._cudart = None
 
     def synchronize(self) -> None:
+        self.make_current()
         cuda_call(self.cudart, "waiting for the stream", self.cudart.cudaStreamSynchronize(self._stream))
 
     def copy_async(self, destination: int, source: int, nbytes: int, kind: str) -> None:
-        """Enqueue a copy of `nbytes` on the stream; kind "h2d", "d2h" or "d2d"."""
+        """Enqueue a copy of `nbytes` on the stream; kind "h2d", "d2h" or "d2d".
+
+        Does not change the current device: it runs inside captures and enqueues whose caller has
+        made the session current."""
         kinds = self.cudart.cudaMemcpyKind
         flag = {
             "h2d": kinds.cudaMemcpyHostToDevice,
@@ -158,6 +240,7 @@ class DeviceBuffer:
         self.session = session
         self.nbytes = nbytes
         cudart = session.cudart
+        session.make_current()
         self.ptr: int = int(cuda_call(cudart, f"allocating {nbytes} bytes on the GPU", cudart.cudaMalloc(max(nbytes, 1))))
 
     def upload(self, array: np.ndarray) -> None:
@@ -168,6 +251,7 @@ class DeviceBuffer:
 
     def close(self) -> None:
         if self.ptr:
+            self.session.make_current()
             cuda_call(self.session.cudart, "freeing GPU memory", self.session.cudart.cudaFree(self.ptr))
             self.ptr = 0
 
@@ -179,6 +263,7 @@ class PinnedBuffer:
         self.session = session
         self.nbytes = nbytes
         cudart = session.cudart
+        session.make_current()
         self.ptr: int = int(cuda_call(cudart, f"allocating {nbytes} bytes of pinned host memory", cudart.cudaMallocHost(max(nbytes, 1))))
         self._bytes: np.ndarray = np.ctypeslib.as_array((ctypes.c_uint8 * max(nbytes, 1)).from_address(self.ptr))[:nbytes]
 
@@ -197,16 +282,23 @@ class PinnedBuffer:
 class DeviceArray:
     """A DeviceTensor (runtime/backends/base.py): an engine output left in a device buffer.
 
+    buffer: the device buffer it lives in.  shape / dtype: of the array.  offset: bytes from the
+    buffer's start (non-zero for one batch item of a batched output, see `batch_item`).
     Valid until the backend that produced it runs again or is deactivated. `np.asarray(handle)`
     copies it to the host (and waits for the stream). `session` tells a re-check backend whether
     the pointer lives on its own GPU and stream, so it can bind it without a copy.
     """
 
-    def __init__(self, buffer: DeviceBuffer, shape: tuple[int, ...], dtype: str) -> None:
+    def __init__(self, buffer: DeviceBuffer, shape: tuple[int, ...], dtype: str | np.dtype, offset: int = 0) -> None:
         self.buffer = buffer
         self.session = buffer.session
-        self._shape = tuple(shape)
+        self._shape = tuple(int(size) for size in shape)
         self._dtype = np.dtype(dtype)
+        self.offset = int(offset)
+        if self.offset < 0 or self.offset + self.nbytes > buffer.nbytes:
+            raise OmcError(
+                f"a {self.nbytes}-byte array at offset {self.offset} does not fit its {buffer.nbytes}-byte device buffer"
+            )
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -218,24 +310,40 @@ class DeviceArray:
 
     @property
     def ptr(self) -> int:
-        return self.buffer.ptr
+        return self.buffer.ptr + self.offset
 
     @property
     def nbytes(self) -> int:
         return int(np.prod(self._shape, dtype=np.int64)) * self._dtype.itemsize
 
+    def batch_item(self, index: int) -> "DeviceArray":
+        """Batch item `index` of this [B, ...] array as a [1, ...] view: the same device buffer at
+        `offset + index * item bytes`, no copy. Valid exactly as long as this array.
+
+        IndexError unless 0 <= index < B."""
+        if not self._shape or not 0 <= index < self._shape[0]:
+            raise IndexError(f"batch item {index} of a device array of shape {list(self._shape)}")
+        item_nbytes = self.nbytes // self._shape[0]
+        return DeviceArray(self.buffer, (1, *self._shape[1:]), self._dtype, self.offset + index * item_nbytes)
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         host = np.empty(self._shape, self._dtype)
-        self.session.copy_async(host.ctypes.data, self.buffer.ptr, self.nbytes, "d2h")
+        self.session.make_current()
+        self.session.copy_async(host.ctypes.data, self.ptr, self.nbytes, "d2h")
         self.session.synchronize()
         return host if dtype is None else host.astype(dtype, copy=False)
 
     def __repr__(self) -> str:
-        return f"DeviceArray(shape={self._shape}, dtype={self._dtype}, device={self.session.device})"
+        return (
+            f"DeviceArray(shape={self._shape}, dtype={self._dtype}, device={self.session.device}, offset={self.offset})"
+        )
 
 
 class CudaGraph:
-    """A CUDA graph captured from the work enqueued on a session's stream between `begin` and `end`."""
+    """A CUDA graph captured from the work enqueued on a session's stream between `begin` and `end`.
+
+    The caller makes the session current before `begin` (capture is per thread and per device).
+    """
 
     def __init__(self, session: CudaSession) -> None:
         self.session = session
@@ -253,10 +361,12 @@ class CudaGraph:
         self._exec = cuda_call(cudart, "instantiating the CUDA graph", cudart.cudaGraphInstantiate(self._graph, 0))
 
     def launch(self) -> None:
+        self.session.make_current()
         cuda_call(self.session.cudart, "launching the CUDA graph", self.session.cudart.cudaGraphLaunch(self._exec, self.session.stream))
 
     def close(self) -> None:
         cudart = self.session.cudart
+        self.session.make_current()
         if self._exec is not None:
             cuda_call(cudart, "freeing the CUDA graph", cudart.cudaGraphExecDestroy(self._exec))
             self._exec = None

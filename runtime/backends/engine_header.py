@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from omc.config import RTX_GPU_TARGETS
 from omc.contract import EXPORT_JSON, EngineMeta
 from omc.errors import EngineMismatch
 
@@ -143,6 +144,25 @@ def compute_capability_name(major: int, minor: int) -> str:
     return f"SM{major}{minor}"
 
 
+def compute_capability_of(target: str) -> tuple[int, int]:
+    """"SM86" -> (8, 6), "SM120" -> (12, 0): the last digit is the minor version."""
+    digits = target.removeprefix("SM")
+    return int(digits[:-1]), int(digits[-1])
+
+
+def covers_gpu(header: EngineHeader, compute_capability: tuple[int, int]) -> bool:
+    """Whether the sidecar says the plan runs on a GPU of `compute_capability`.
+
+    Listed targets do; so does, for a portable TensorRT for RTX plan, any GPU newer than its
+    newest listed target (NVIDIA documents the portable build for those "and later"): for these
+    the sidecar cannot know, and TensorRT's own validity check on the host decides.
+    """
+    if compute_capability_name(*compute_capability) in header.gpu_targets:
+        return True
+    newest = max((compute_capability_of(target) for target in header.gpu_targets), default=None)
+    return header.portable and newest is not None and tuple(compute_capability) > newest
+
+
 def _export_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     # JSON round trip so tuples and lists, ints and floats compare as export.json stores them.
     left = json.loads(json.dumps(dict(recorded), sort_keys=True))
@@ -186,14 +206,16 @@ def check_header(
             f"was built by {EDITION_TITLES.get(edition, edition)} {header.tensorrt_version}, "
             f"but {tensorrt_version} is installed (plans only load in the version that built them)"
         )
-    if compute_capability is not None:
+    if compute_capability is not None and not covers_gpu(header, compute_capability):
         target = compute_capability_name(*compute_capability)
-        if target not in header.gpu_targets:
-            what = "portable build for " if header.portable else ""
-            raise refuse(
-                f"was built for {what}{', '.join(header.gpu_targets)}, not for this GPU ({target})",
-                gpu_target=target if edition == EDITION_RTX else None,
+        what = "portable build for " if header.portable else ""
+        problem = f"was built for {what}{', '.join(header.gpu_targets)}, not for this GPU ({target})"
+        if edition == EDITION_RTX and target not in RTX_GPU_TARGETS:
+            raise EngineMismatch(
+                f"{name} {problem}, and TensorRT for RTX has no {target} target; run the ONNX Runtime backend "
+                f"here, or build with full TensorRT on this host: {rebuild_command(plan_path, EDITION_TENSORRT, None, header.onnx_dir)}"
             )
+        raise refuse(problem, gpu_target=target if edition == EDITION_RTX else None)
     differences = _export_differences(header.export, meta.to_dict())
     if differences:
         raise refuse(f"was built from a different export ({'; '.join(differences[:3])})")

@@ -40,9 +40,9 @@ def test_no_gpu_is_reported_not_crashed() -> None:
 
 def test_missing_cuda_python_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "cuda.bindings", None)
-    with pytest.raises(MissingDependency, match=r"cuda-python \(module cuda.bindings\) is not installed.*'\.\[rtx\]'"):
+    with pytest.raises(MissingDependency, match=r"cuda-bindings \(module cuda.bindings\) is not installed.*'\.\[rtx\]'"):
         load_cudart()
-    assert "cuda-python" in str(cuda_unavailable_reason(0))
+    assert "cuda-bindings" in str(cuda_unavailable_reason(0))
 
 
 @pytest.mark.gpu

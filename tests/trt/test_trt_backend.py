@@ -128,7 +128,7 @@ def test_missing_tensorrt_stops_activation_with_the_extra(rtx_engines: Path, mon
 def test_missing_cuda_python_stops_activation_with_the_extra(rtx_engines: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "cuda.bindings", None)
     detector, _ = TensorRTBackend.open_pair(rtx_engines, EngineMeta.load(rtx_engines))
-    with pytest.raises(MissingDependency, match=r"cuda-python \(module cuda.bindings\) is not installed"):
+    with pytest.raises(MissingDependency, match=r"cuda-bindings \(module cuda.bindings\) is not installed"):
         detector.activate()
 
 
@@ -140,7 +140,7 @@ def test_type_stubs_are_not_mistaken_for_tensorrt() -> None:
         tensorrt = None
     if tensorrt is not None and hasattr(tensorrt, "Builder"):
         pytest.skip("full NVIDIA TensorRT is installed here")
-    with pytest.raises(MissingDependency, match="NVIDIA TensorRT \\(module tensorrt\\) is not installed.*'trt' extra"):
+    with pytest.raises(MissingDependency, match="NVIDIA TensorRT \\(module tensorrt\\) is not installed.*'trt-cu13' extra.*'trt-cu12' on a CUDA 12 driver"):
         load_tensorrt("tensorrt")
 
 

@@ -22,8 +22,10 @@ from omc.contract import EngineMeta
 from omc.errors import BadInput, OmcError
 from omc.export.trt.builder import (
     NetworkTensor,
+    allows_tf32,
     build_engines,
     build_plan,
+    builder_config,
     check_buildable,
     check_network_contract,
     graph_has_quantization,
@@ -95,6 +97,7 @@ def test_build_engines_writes_plans_and_sidecars_and_logs_each(
     assert EngineMeta.load(out) == EngineMeta.load(fp16_export)
     header = read_header(out / contract.DETECTOR_PLAN, "rtx")
     assert header.gpu_targets == ("SM86", "SM89") and not header.portable
+    assert header.extra == {"tf32": True}  # an fp16 graph sets its own precision
     lines = [r.getMessage() for r in caplog.records if r.name == "omc.export.trt.builder"]
     assert len(lines) == 2
     for line, engine in zip(lines, built):
@@ -102,6 +105,20 @@ def test_build_engines_writes_plans_and_sidecars_and_logs_each(
         assert f"{engine.seconds:.2f} s, {engine.nbytes / 1e6:.1f} MB (TensorRT for RTX" in line
     # The toy engines build in well under a second each on CI's 2-core machine.
     assert seconds < 20
+
+
+@pytest.mark.parametrize(("precision", "tf32"), [("fp32", False), ("fp16", True), ("int8", True)])
+def test_fp32_builds_clear_tensorrts_tf32_flag(fp32_export: Path, precision: str, tf32: bool) -> None:
+    # TensorRT allows TF32 (10-bit mantissa products) by default; omc verify holds fp32 engines to
+    # float32 tolerances, so an fp32 export is built without it.
+    assert allows_tf32(precision) is tf32
+    meta = EngineMeta.load(fp32_export)
+    edition = load_tensorrt("rtx")
+    parsed = parse_onnx(edition, fp32_export / contract.RECHECK_ONNX)
+    assert parsed.builder.create_builder_config().get_flag(edition.module.BuilderFlag.TF32)  # TensorRT's default
+    config = builder_config(parsed, profile_shapes(meta, RECHECK, 1, 32), (), allows_tf32(precision))
+    assert config.get_flag(edition.module.BuilderFlag.TF32) is tf32
+    assert config.num_optimization_profiles == 1
 
 
 def test_turing_builds_from_an_fp16_graph(fp16_export: Path, tmp_path: Path) -> None:

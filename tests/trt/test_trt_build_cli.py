@@ -38,7 +38,7 @@ def test_build_prints_the_plans_and_logs_seconds_and_size(
     assert captured.out.splitlines() == [str(out / contract.DETECTOR_PLAN), str(out / contract.RECHECK_PLAN)]
     logged = [line for line in captured.err.splitlines() if ".plan:" in line]
     assert len(logged) == 2
-    assert all(" s, " in line and " MB (TensorRT for RTX " in line and "portable SM86/SM89/SM120" in line for line in logged)
+    assert all(" s, " in line and " MB (TensorRT for RTX " in line and "portable SM80/SM86/SM89/SM120/SM121" in line for line in logged)
     assert plans_in(out) == ["detector.plan", "detector.plan.json", "recheck.plan", "recheck.plan.json"]
 
 

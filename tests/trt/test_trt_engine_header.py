@@ -14,12 +14,14 @@ import pytest
 from toy_engines import TOY_META
 
 from omc import contract
+from omc.config import RTX_PORTABLE_TARGETS
 from omc.contract import EngineMeta
 from omc.errors import EngineMismatch
 from omc.runtime.backends.engine_header import (
     HEADER_VERSION,
     EngineHeader,
     check_header,
+    compute_capability_of,
     load_checked_plan,
     plan_sha256,
     read_header,
@@ -30,8 +32,14 @@ from omc.runtime.backends.engine_header import (
 RTX_VERSION = "1.7.1.116"
 
 
-def fake_plan(folder: Path, meta: EngineMeta = TOY_META, plan: bytes = b"not really a plan") -> Path:
-    """A plan file with a sidecar as omc build writes it (edition rtx, portable)."""
+def fake_plan(
+    folder: Path,
+    meta: EngineMeta = TOY_META,
+    plan: bytes = b"not really a plan",
+    gpu_targets: tuple[str, ...] = RTX_PORTABLE_TARGETS,
+) -> Path:
+    """A plan file with a sidecar as omc build writes it (edition rtx; portable unless `gpu_targets`
+    is given)."""
     (folder / contract.EXPORT_JSON).write_text(meta.to_json())
     path = folder / contract.DETECTOR_PLAN
     path.write_bytes(plan)
@@ -39,8 +47,8 @@ def fake_plan(folder: Path, meta: EngineMeta = TOY_META, plan: bytes = b"not rea
         engine="detector",
         edition="rtx",
         tensorrt_version=RTX_VERSION,
-        gpu_targets=("SM86", "SM89", "SM120"),
-        portable=True,
+        gpu_targets=gpu_targets,
+        portable=gpu_targets == RTX_PORTABLE_TARGETS,
         plan_sha256=plan_sha256(plan),
         plan_bytes=len(plan),
         profiles={contract.IMAGES: [[1, 192, 320, 3], [1, 192, 320, 3], [4, 192, 320, 3]]},
@@ -57,7 +65,7 @@ def test_sidecar_sits_beside_the_plan_and_round_trips(tmp_path: Path) -> None:
     assert sidecar_path(path) == tmp_path / "detector.plan.json"
     header = read_header(path, "rtx")
     assert header.edition == "rtx" and header.header_version == HEADER_VERSION
-    assert header.gpu_targets == ("SM86", "SM89", "SM120")
+    assert header.gpu_targets == ("SM80", "SM86", "SM89", "SM120", "SM121")
     assert EngineMeta.from_dict(header.export) == TOY_META
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -74,7 +82,7 @@ def test_matching_plan_is_returned(tmp_path: Path) -> None:
     [
         ("tensorrt", "10.13.0.35", None, r"built by TensorRT for RTX 1\.7\.1\.116, but this process runs NVIDIA TensorRT"),
         ("rtx", "1.8.0.1", None, r"built by TensorRT for RTX 1\.7\.1\.116, but 1\.8\.0\.1 is installed"),
-        ("rtx", RTX_VERSION, (7, 5), r"built for portable build for SM86, SM89, SM120, not for this GPU \(SM75\)"),
+        ("rtx", RTX_VERSION, (7, 5), r"built for portable build for SM80, SM86, SM89, SM120, SM121, not for this GPU \(SM75\)"),
     ],
 )
 def test_other_edition_version_or_target_is_refused_with_the_rebuild_command(
@@ -88,6 +96,39 @@ def test_other_edition_version_or_target_is_refused_with_the_rebuild_command(
     if capability == (7, 5):
         assert text.endswith("--gpu-target SM75")
     assert "\n" not in text
+
+
+@pytest.mark.parametrize("capability", [(8, 0), (8, 6), (12, 1), (13, 0)])
+def test_portable_plan_runs_on_ampere_to_gb10_and_leaves_newer_gpus_to_tensorrt(tmp_path: Path, capability: tuple[int, int]) -> None:
+    # NVIDIA: a default (portable) TensorRT for RTX build runs on 8.0, 8.6, 8.9, 12.0 "and later";
+    # past SM121 the sidecar cannot know, and the backend asks Runtime.get_engine_validity.
+    path = fake_plan(tmp_path)
+    header, _ = load_checked_plan(path, TOY_META, "rtx", RTX_VERSION, capability)
+    assert header.portable
+
+
+def test_portable_plan_on_a_gpu_tensorrt_for_rtx_cannot_target_points_to_full_tensorrt(tmp_path: Path) -> None:
+    path = fake_plan(tmp_path)
+    with pytest.raises(EngineMismatch) as caught:
+        load_checked_plan(path, TOY_META, "rtx", RTX_VERSION, (9, 0))  # H100 / H200
+    text = str(caught.value)
+    assert "not for this GPU (SM90), and TensorRT for RTX has no SM90 target" in text
+    assert text.endswith(f"omc build --onnx {tmp_path} --edition tensorrt")
+    assert "--gpu-target" not in text and "\n" not in text
+
+
+def test_explicit_targets_refuse_every_other_gpu(tmp_path: Path) -> None:
+    path = fake_plan(tmp_path, gpu_targets=("SM86",))
+    load_checked_plan(path, TOY_META, "rtx", RTX_VERSION, (8, 6))
+    for capability, name in (((8, 9), "SM89"), ((13, 0), "SM130")):
+        with pytest.raises(EngineMismatch, match=rf"built for SM86, not for this GPU \({name}\)"):
+            load_checked_plan(path, TOY_META, "rtx", RTX_VERSION, capability)
+
+
+def test_compute_capability_of_reads_the_last_digit_as_minor() -> None:
+    assert compute_capability_of("SM86") == (8, 6)
+    assert compute_capability_of("SM120") == (12, 0)
+    assert compute_capability_of("SM121") == (12, 1)
 
 
 def test_other_export_is_refused_naming_the_keys(tmp_path: Path) -> None:
@@ -153,7 +194,8 @@ def test_built_sidecars_record_export_edition_version_targets_and_hash(rtx_engin
         assert header.engine == engine
         assert header.edition == "rtx"
         assert header.tensorrt_version == rtx_module.__version__  # type: ignore[attr-defined]
-        assert header.portable and header.gpu_targets == ("SM86", "SM89", "SM120")
+        assert header.portable and header.gpu_targets == RTX_PORTABLE_TARGETS
+        assert header.extra == {"tf32": False}  # fp32 export: TF32 off
         assert EngineMeta.from_dict(header.export) == meta
         assert header.plan_sha256 == plan_sha256((rtx_engines / name).read_bytes())
         _, plan = load_checked_plan(rtx_engines / name, meta, "rtx", header.tensorrt_version, (8, 6))
