@@ -16,6 +16,7 @@ import argparse
 import inspect
 import itertools
 import logging
+import math
 import re
 import sys
 import time
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from omc.config import EvalConfig, OverlayConfig, TrackerConfig
 from omc.errors import BadInput
+from omc.files import RunFiles
 
 if TYPE_CHECKING:
     import numpy as np
@@ -219,8 +221,8 @@ def run_track(args: argparse.Namespace) -> int:
     from omc.runtime.sources import open_source
 
     config = tracker_config_from_args(args)
-    if args.frame_rate is not None and not args.frame_rate > 0:
-        raise BadInput(f"--frame-rate must be positive, got {args.frame_rate}")
+    if args.frame_rate is not None and not (math.isfinite(args.frame_rate) and args.frame_rate > 0):
+        raise BadInput(f"--frame-rate must be a positive number of frames per second, got {args.frame_rate}")
     if args.max_frames is not None and args.max_frames < 1:
         raise BadInput(f"--max-frames must be at least 1, got {args.max_frames}")
     if args.out.is_dir():
@@ -232,6 +234,13 @@ def run_track(args: argparse.Namespace) -> int:
     from omc.runtime.tracker import Tracker
 
     with open_source(args.source) as source:
+        # Before any work: no output may replace an input (the source, the engines) or another output.
+        files = RunFiles()
+        files.read_all(source.files, "SOURCE")
+        files.read_all((engines / name for name in contract.ENGINE_FOLDER_FILES), "--engines")
+        files.write(args.out, "--out", partial=True)
+        if args.save_video is not None:
+            files.write(args.save_video, "--save-video", partial=True)
         frame_rate = args.frame_rate if args.frame_rate is not None else source.frame_rate
         with Tracker.from_engines(engines, backend=args.backend, device=args.device, config=config, frame_rate=frame_rate) as tracker:
             log.info(
@@ -279,6 +288,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
     config = EvalConfig(iou_threshold=args.iou_threshold)
     pairs = find_sequence_pairs(args.gt, args.results)
+    if args.json is not None:
+        files = RunFiles()
+        files.read_all((path for pair in pairs.values() for path in pair), "--gt/--results")
+        files.write(args.json, "--json")
     report = evaluate(pairs, config)
     print(report.table())
     if args.json is not None:

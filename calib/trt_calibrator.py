@@ -23,7 +23,6 @@ tracklets, which an implicit calibrator cannot synthesise from frames.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, cast
 
@@ -32,6 +31,7 @@ import numpy.typing as npt
 
 from omc import contract
 from omc.errors import BadInput, OmcError
+from omc.files import replacing
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -104,10 +104,8 @@ class CalibrationCache:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Store `data` through a temporary name and a rename."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        temporary.write_bytes(bytes(data))
-        os.replace(temporary, self.path)
+        with replacing(self.path) as temporary:
+            temporary.write_bytes(bytes(data))
         log.info("wrote the INT8 calibration cache %s (%d bytes)", self.path, len(bytes(data)))
 
 

@@ -51,6 +51,13 @@ DETECTOR_ONNX = "detector.onnx"
 RECHECK_ONNX = "recheck.onnx"
 DETECTOR_PLAN = "detector.plan"
 RECHECK_PLAN = "recheck.plan"
+# Each plan's header, `<plan>.json` (omc.runtime.backends.engine_header).
+PLAN_HEADER_SUFFIX = ".json"
+# Every file of an engine folder the runtime may read (a run must not write over one of them).
+ENGINE_FOLDER_FILES: tuple[str, ...] = (
+    EXPORT_JSON, DETECTOR_ONNX, RECHECK_ONNX, DETECTOR_PLAN, RECHECK_PLAN,
+    DETECTOR_PLAN + PLAN_HEADER_SUFFIX, RECHECK_PLAN + PLAN_HEADER_SUFFIX,
+)  # fmt: skip
 
 # Bumped when the meaning of a tensor or an export.json key changes; runtimes refuse other versions.
 CONTRACT_VERSION = 1

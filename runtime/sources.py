@@ -95,10 +95,14 @@ class FrameSource(ABC):
     name: the sequence name (file stem or folder name), used for output names and logs.
     frame_rate: frames per second.  frame_count: number of frames, or None when unknown.
     frame_size: (width, height) in pixels once the first frame has been read, else None.
+    files: every file the source reads (so that a run can refuse to write over one of them).
     """
 
-    def __init__(self, path: Path, name: str, frame_rate: float, frame_count: int | None) -> None:
+    def __init__(
+        self, path: Path, name: str, frame_rate: float, frame_count: int | None, files: tuple[Path, ...] = ()
+    ) -> None:
         self.path = path
+        self.files = files
         self.name = name
         self.frame_rate = frame_rate
         self.frame_count = frame_count
@@ -162,7 +166,7 @@ class VideoSource(FrameSource):
             log.warning("%s does not state its frame rate; assuming %g fps (set it with --frame-rate)", path, DEFAULT_FRAME_RATE)
             fps = DEFAULT_FRAME_RATE
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        super().__init__(path, path.stem, fps, count if count > 0 else None)
+        super().__init__(path, path.stem, fps, count if count > 0 else None, (path,))
         self._capture = capture
 
     def _frames(self) -> Iterator[tuple[int, FrameBGR]]:
@@ -208,7 +212,7 @@ class ImageFolderSource(FrameSource):
             # Debug, not info: folders never state a rate, so the default is expected, not news.
             log.debug("%s: image folders carry no frame rate; assuming %g fps (set it with --frame-rate)", folder, DEFAULT_FRAME_RATE)
             frame_rate = DEFAULT_FRAME_RATE
-        super().__init__(folder, name or folder.name, frame_rate, len(files))
+        super().__init__(folder, name or folder.name, frame_rate, len(files), tuple(files))
         self._files = files
         self._indices = self._frame_indices(files)
 
@@ -235,13 +239,15 @@ class MotSequenceSource(ImageFolderSource):
         image_dir, frame_rate, name = folder / MOT_IMAGE_DIR, None, folder.name
         if seqinfo.is_file():
             section = _read_seqinfo(seqinfo)
-            image_dir = folder / section.get("imDir", MOT_IMAGE_DIR)
+            image_dir = _image_dir(folder, section.get("imDir", MOT_IMAGE_DIR), seqinfo)
             name = section.get("name", name)
             frame_rate = _parse_frame_rate(section.get("frameRate"), seqinfo)
         if not image_dir.is_dir():
             raise BadInput(f"MOTChallenge sequence {folder} has no image folder {image_dir.name}/")
         super().__init__(image_dir, frame_rate, name)
         self.path = folder
+        if seqinfo.is_file():
+            self.files = (seqinfo, *self.files)
 
     def _frame_indices(self, files: list[Path]) -> list[int]:
         indices: list[int] = []
@@ -264,6 +270,18 @@ def _read_seqinfo(path: Path) -> configparser.SectionProxy:
     if not parser.has_section("Sequence"):
         raise BadInput(f"{path} has no [Sequence] section")
     return parser["Sequence"]
+
+
+def _image_dir(folder: Path, im_dir: str, seqinfo: Path) -> Path:
+    """The image folder seqinfo.ini's imDir names; BadInput unless it lies inside the sequence folder.
+
+    A sequence is read from its own folder only: `imDir=../../elsewhere` (or an absolute path, or
+    a link leading out) would read frames the user did not point at.
+    """
+    image_dir = folder / im_dir
+    if not image_dir.resolve().is_relative_to(folder.resolve()):
+        raise BadInput(f"{seqinfo}: imDir '{im_dir}' must name a folder inside the sequence folder {folder}")
+    return image_dir
 
 
 def _parse_frame_rate(text: str | None, seqinfo: Path) -> float:

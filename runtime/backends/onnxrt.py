@@ -16,6 +16,7 @@ engines from another export are refused (EngineMismatch) instead of producing wr
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 
 from omc import contract
 from omc.contract import EngineMeta, TensorSpec
-from omc.errors import BadInput, EngineMismatch, OmcError
+from omc.errors import BadInput, EngineMismatch, OmcError, raised_by_interrupt
 from omc.runtime.backends.base import ArrayLike, Backend
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,11 @@ class OrtTensor:
 def _import_onnxruntime() -> Any:
     try:
         import onnxruntime
-    except ImportError:
+    except ImportError as exc:
+        if raised_by_interrupt(exc):  # Ctrl-C while its extension module initialised
+            raise KeyboardInterrupt from None
+        if importlib.util.find_spec("onnxruntime") is not None:
+            raise OmcError(f"onnxruntime is installed but does not import ({exc}); reinstall it: pip install --force-reinstall onnxruntime") from None
         raise OmcError(
             "onnxruntime is not installed; it is a core dependency of omc: pip install onnxruntime"
         ) from None
