@@ -130,6 +130,14 @@ def check_fits(network: OMCNetwork, config: ExportConfig) -> None:
     cells = (height // stride) * (width // stride)
     if config.peaks > cells:
         raise BadInput(f"--peaks {config.peaks} exceeds the {cells} cells of the re-check heat map at {width}x{height}")
+    # A window of radius max(h, w) already spans the whole map; a larger radius means nothing and
+    # an absurd one (a damaged checkpoint's 10^9) would overflow the window arithmetic.
+    radius = config.shrink_radius if config.shrink_radius is not None else network.architecture.shrink_radius
+    widest = max(height // stride, width // stride)
+    if radius > widest:
+        source = "--shrink-radius" if config.shrink_radius is not None else "the checkpoint's shrink radius"
+        raise BadInput(f"{source} {radius} exceeds the {width // stride}x{height // stride} re-check map at "
+                       f"{width}x{height}, which a radius of {widest} already spans; pass --shrink-radius 1 to {widest}")  # fmt: skip
 
 
 # --- export.json ---------------------------------------------------------------------------------

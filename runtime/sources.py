@@ -14,7 +14,8 @@ the frame and both sizes: the tracker's Kalman states are in the first size's pi
 after a resize would be silently wrong. What a consumer wrote for earlier frames stays valid.
 
 Problems with the input (missing path, empty folder, a video that cannot be opened or yields no
-frame, an unreadable image) raise one `BadInput` with the path.
+frame, an unreadable or truncated image, a seqinfo.ini whose imDir leaves the sequence folder)
+raise one `BadInput` with the path.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from omc.errors import BadInput
+from omc.runtime.jpeg import is_jpeg, jpeg_is_complete
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +189,13 @@ class VideoSource(FrameSource):
 
 
 @contextmanager
-def quiet_opencv_log() -> Iterator[None]:
-    """Silence OpenCV's own warnings inside the block (its log level is process-wide: restored
-    on exit). Used where OpenCV tries each backend in turn and logs one warning per backend that
-    declines a file: a file none can handle gets our one BadInput instead."""
+def quiet_opencv_log(silent: bool = False) -> Iterator[None]:
+    """Silence OpenCV's own warnings (silent: its errors too) inside the block (its log level is
+    process-wide: restored on exit). Used where OpenCV tries each backend in turn and logs one
+    warning per backend that declines a file, or logs the decoder's error for a damaged image:
+    our one BadInput says it instead."""
     previous = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT if silent else cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
         yield
     finally:
@@ -221,10 +224,7 @@ class ImageFolderSource(FrameSource):
 
     def _frames(self) -> Iterator[tuple[int, FrameBGR]]:
         for index, file in zip(self._indices, self._files):
-            image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
-            if image is None:
-                raise BadInput(f"cannot read image {file} (frame {index}): damaged or not an image")
-            yield index, self._normalise(image, str(file))
+            yield index, self._normalise(read_image(file, f"frame {index}"), str(file))
 
 
 class MotSequenceSource(ImageFolderSource):
@@ -258,6 +258,26 @@ class MotSequenceSource(ImageFolderSource):
         if len(set(indices)) != len(indices) or min(indices) < 1:
             raise BadInput(f"MOTChallenge images in {files[0].parent} must have distinct frame numbers from 1")
         return indices
+
+
+def read_image(path: Path, what: str) -> np.ndarray:
+    """Decode an image file as it is stored (any depth and channel count); BadInput naming `path`
+    when it cannot be read, is not an image, or is a JPEG cut short.
+
+    libjpeg decodes a truncated JPEG without an error (the missing rows come out grey), so
+    JPEG files are checked for their end-of-image marker first (omc.runtime.jpeg).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read image {path} ({what}): {exc.strerror or exc}") from None
+    if is_jpeg(data) and not jpeg_is_complete(data):
+        raise BadInput(f"image {path} ({what}) is truncated: its JPEG data ends before the end-of-image marker")
+    with quiet_opencv_log(silent=True):
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if image is None:
+        raise BadInput(f"cannot read image {path} ({what}): damaged or not an image")
+    return image
 
 
 def _read_seqinfo(path: Path) -> configparser.SectionProxy:

@@ -25,6 +25,8 @@ from omc.export.model.architecture import head_layer, scaled_repeats
 _DEPTH_PROBES = ((2, 3), (4, 9), (6, 9), (9, 3), (13, 3), (17, 3), (20, 3), (23, 3))
 # Output channels of layer 0 (Focus) in the default config, before the width gain.
 _FOCUS_CHANNELS = 64
+# Text forms of an on/off run option (option_flag).
+_FLAG_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 def _config_from_shapes(state: Mapping[str, Tensor], path: Path) -> dict[str, Any]:
@@ -53,19 +55,36 @@ def _config_from_shapes(state: Mapping[str, Tensor], path: Path) -> dict[str, An
     return config
 
 
+def option_flag(value: Any, name: str, path: Path) -> bool:
+    """A stored on/off run option: a bool, 0 / 1, or the words true/false, yes/no, on/off (any case).
+
+    The reference's argparse may store a flag as text: "False" must read as off, not as a
+    non-empty string. CheckpointError for anything else.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _FLAG_WORDS:
+        return _FLAG_WORDS[value.strip().lower()]
+    raise CheckpointError(f"checkpoint {path} records {name} {value!r}; expected true or false (or 1 / 0)")
+
+
 def infer_architecture(contents: CheckpointContents, path: Path) -> Architecture:
+    """The Architecture the file describes: omc's own record, else the stored config (or the default
+    config with the multiples the weight shapes imply) with the stored run options."""
     if contents.architecture is not None:
         return contents.architecture
     state = contents.state
     config = contents.config if contents.config is not None else _config_from_shapes(state, path)
     options = contents.options
-    global_point = options.get(OPTION_GLOBAL_POINT, DEFAULT_GLOBAL_POINT)
+    global_point = option_flag(options.get(OPTION_GLOBAL_POINT, DEFAULT_GLOBAL_POINT), OPTION_GLOBAL_POINT, path)
     radius = options.get(OPTION_RADIUS, DEFAULT_SHRINK_RADIUS)
     if not isinstance(radius, int) or isinstance(radius, bool) or radius < 1:
         raise CheckpointError(f"checkpoint {path} records shrink radius {radius!r}; it must be a positive int")
     try:
         base = architecture_from_config(
-            config, recheck_channels=0, global_point=bool(global_point), shrink_radius=radius
+            config, recheck_channels=0, global_point=global_point, shrink_radius=radius
         )
         plans = plan_layers(base)
     except BadInput as exc:
@@ -85,8 +104,8 @@ def infer_architecture(contents: CheckpointContents, path: Path) -> Architecture
         return architecture_from_config(
             config,
             recheck_channels=recheck_channels,
-            embedding_dim=int(embedding.shape[0]) if embedding is not None else None,
-            global_point=bool(global_point),
+            embedding_dim=int(embedding.shape[0]) if embedding is not None and embedding.ndim else None,
+            global_point=global_point,
             shrink_radius=radius,
             anchors=anchors,
         )

@@ -7,16 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
 from torch import Tensor
 
 from omc.errors import BadInput, CheckpointError
 from omc.export.checkpoint.architecture_inference import infer_architecture
 from omc.export.checkpoint.formats import FORMAT_RANDOM, interpret, plain_value
-from omc.export.checkpoint.unpickle import read_checkpoint_object
+from omc.export.checkpoint.unpickle import first_line, read_checkpoint_object
 from omc.export.model import DEFAULT_INPUT_HW, Architecture, OMCNetwork
 from omc.files import file_sha256
 
 log = logging.getLogger(__name__)
+
+# What building a network from a malformed stored config raises (besides BadInput).
+_CONFIG_ERRORS = (TypeError, ValueError, KeyError, IndexError, OverflowError, RuntimeError)
 
 # Printed keys per category in a does-not-fit error.
 MAX_LISTED_KEYS = 6
@@ -106,6 +110,18 @@ def check_state_fits(network: OMCNetwork, state: Mapping[str, Tensor], what: str
         raise CheckpointError(f"{what} does not fit the architecture it describes: " + "; ".join(parts))
 
 
+def check_finite(state: Mapping[str, Tensor], what: str) -> None:
+    """CheckpointError naming the floating-point tensors that hold NaN or inf.
+
+    Such weights make every score NaN: the engines would yield no detection (or, before the
+    graphs guarded their gathers, fail), so they are refused where they enter.
+    """
+    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise CheckpointError(f"{what} holds non-finite weights (NaN or inf) in {_listing('tensor(s)', bad)}; "
+                              "it is damaged or its training diverged")  # fmt: skip
+
+
 def finish_network(network: OMCNetwork) -> OMCNetwork:
     network.float().eval()
     network.requires_grad_(False)
@@ -126,12 +142,17 @@ def load_checkpoint(path: str | Path, input_hw: tuple[int, int] = DEFAULT_INPUT_
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path} ({exc.strerror or exc})") from None
     contents = interpret(read_checkpoint_object(path), path)
-    arch = infer_architecture(contents, path)
     try:
+        arch = infer_architecture(contents, path)
         network = OMCNetwork(arch, input_hw)
     except BadInput as exc:
         raise CheckpointError(f"checkpoint {path}: {exc}") from None
+    except _CONFIG_ERRORS as exc:
+        # The config is data from the file: a value of the wrong type or size that the config
+        # check lets through surfaces as one of these inside the network's constructors.
+        raise CheckpointError(f"checkpoint {path}: its model config does not build an OMC network ({first_line(exc)})") from None
     check_state_fits(network, contents.state, f"checkpoint {path}")
+    check_finite(contents.state, f"checkpoint {path}")
     network.load_state_dict(contents.state, strict=False)
     finish_network(network)
     log.info("loaded %s (%s, variant %s, %s parameters)", path, contents.source_format, arch.variant,

@@ -129,7 +129,8 @@ class RestrictedPickle:
 
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """'Type: first line of the message' of an exception, for one-line errors."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
@@ -149,7 +150,7 @@ def read_checkpoint_object(path: Path) -> Any:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
         except (zipfile.BadZipFile, OSError) as exc:
-            raise CheckpointError(f"checkpoint {path} is not a readable zip archive ({_first_line(exc)})") from None
+            raise CheckpointError(f"checkpoint {path} is not a readable zip archive ({first_line(exc)})") from None
         if any(name.endswith("constants.pkl") for name in names):
             # torch.load would hand a TorchScript archive to torch.jit.load, which runs its code.
             raise CheckpointError(f"{path} is a TorchScript archive, not a training checkpoint or state dict")
@@ -158,5 +159,5 @@ def read_checkpoint_object(path: Path) -> Any:
     except UnsafeCheckpoint as exc:
         raise UnsafeCheckpoint(f"checkpoint {path}: {exc}") from None
     except Exception as exc:  # torch/pickle raise many types for a damaged or foreign file
-        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint ({first_line(exc)})") from None
 

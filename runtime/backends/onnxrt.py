@@ -96,7 +96,7 @@ def _import_onnxruntime() -> Any:
 def _decode(value: str) -> Any:
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (or nested too deep to be ours): compared as text
         return value
 
 
@@ -106,11 +106,14 @@ def check_metadata(path: Path, metadata: Mapping[str, str], meta: EngineMeta) ->
     metadata: the file's metadata_props (export.json's keys, each value JSON-encoded).
     """
     expected = json.loads(json.dumps(meta.to_dict()))
-    present = [key for key in expected if key in metadata]
-    if not present:
-        logger.warning("%s carries no omc export metadata; only its inputs and outputs were checked", path)
-        return
-    differ = [key for key in present if _decode(metadata[key]) != expected[key]]
+    missing = [key for key in expected if key not in metadata]
+    if missing:
+        # Without them nothing binds the file to export.json: an edited export.json would go unnoticed.
+        what = "no omc export metadata" if len(missing) == len(expected) else f"no {', '.join(missing)} in its metadata"
+        raise EngineMismatch(
+            f"{path} carries {what}, so it cannot be checked against export.json; re-export with omc export"
+        )
+    differ = [key for key in expected if _decode(metadata[key]) != expected[key]]
     if differ:
         details = ", ".join(f"{key} {metadata[key]} vs {json.dumps(expected[key])}" for key in differ)
         raise EngineMismatch(
