@@ -75,7 +75,7 @@ def check_output_path(path: Path, what: str = "output") -> None:
     """
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not there (yet), or a file where a folder should be
         mode = None
     except OSError as exc:
         raise BadInput(f"{what} {path} cannot be written ({exc.strerror or exc})") from None

@@ -45,8 +45,8 @@ OPTION_RADIUS = "radius"
 
 # Stored config and options are data from the file: copies of them are bounded (bounded_copy).
 # A real config nests 5 levels and holds a few hundred values; real options a few dozen.
-MAX_VALUE_DEPTH = 32
-MAX_VALUE_ITEMS = 10_000
+MAX_VALUE_DEPTH = 16
+MAX_VALUE_ITEMS = 2_000
 MAX_TEXT_CHARS = 1_000
 MAX_SHOWN_TENSOR_ITEMS = 16
 TRUNCATED = "<truncated>"
@@ -113,14 +113,28 @@ def bounded_copy(value: Any) -> tuple[Any, bool]:
     truncated = [False]
 
     def copy(item: Any, depth: int) -> Any:
-        if depth > MAX_VALUE_DEPTH or budget[0] <= 0:
+        budget[0] -= 1  # every value shown counts, markers too
+        if depth > MAX_VALUE_DEPTH or budget[0] < 0:
             truncated[0] = True
             return TRUNCATED
-        budget[0] -= 1
         if isinstance(item, Mapping):
-            return {_key_text(k): copy(v, depth + 1) for k, v in item.items()}
+            mapping: dict[str, Any] = {}
+            for k, v in item.items():
+                if budget[0] <= 0:  # one marker for the rest, not one per remaining entry
+                    truncated[0] = True
+                    mapping[TRUNCATED] = TRUNCATED
+                    break
+                mapping[_key_text(k)] = copy(v, depth + 1)
+            return mapping
         if isinstance(item, (list, tuple, set, frozenset)):
-            return [copy(v, depth + 1) for v in item]
+            items: list[Any] = []
+            for v in item:
+                if budget[0] <= 0:
+                    truncated[0] = True
+                    items.append(TRUNCATED)
+                    break
+                items.append(copy(v, depth + 1))
+            return items
         if isinstance(item, str):
             if len(item) > MAX_TEXT_CHARS:
                 truncated[0] = True
