@@ -143,6 +143,19 @@ def test_a_damaged_or_swapped_onnx_file_is_refused(tmp_path: Path, engines: Path
 # --- NaN weights in a real export ---------------------------------------------------------------
 
 
+def test_nan_centres_get_cell_zero_in_the_graph() -> None:
+    """The graph's centre cells on a 4 x 5 map at stride 8 (what the gathers index)."""
+    import torch
+
+    from omc.export.graphs import centre_cells
+
+    nan, inf = float("nan"), float("inf")
+    corners = torch.tensor([[[nan, nan, nan, nan], [8.0, 8.0, 24.0, 24.0], [inf, 0.0, inf, 0.0], [nan, 8.0, nan, 24.0]]])
+    # (8 + 24) / 16 = 2 -> row 2, col 2 -> 2 * 5 + 2 = 12; x = inf -> col 4 (clamped), y = 0 -> row 0 -> 4;
+    # a NaN column with row 2 -> 10.
+    assert centre_cells(corners, 8, (4, 5)).tolist() == [[0, 12, 4, 10]]
+
+
 def _with_nan_weights(source: Path, target: Path) -> Path:
     """A copy of an export whose convolution and matrix weights are all NaN (what a checkpoint
     with NaN tensors exported before load refused it); shape constants such as Resize scales stay."""
