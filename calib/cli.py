@@ -127,7 +127,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     for target in targets:
         out_dir = Path(out_dirs.get(target, default_out_dir(args.onnx, target)))
         for name in (contract.DETECTOR_ONNX, contract.RECHECK_ONNX, contract.EXPORT_JSON):
-            files.write(out_dir / name, "--out")
+            files.write(out_dir / name, "--out" if args.out is not None else f"the {target} output")
     written = quantize_targets(args.onnx, args.calib, targets, out_dirs, config)
     for folder in written.values():
         print(folder)
