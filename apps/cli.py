@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
+import math
 import re
 from dataclasses import MISSING, fields, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from omc.config import ID_LABELS, STREAM_MODES, EvalConfig, OverlayConfig, StreamConfig, TrackerConfig
 from omc.errors import BadInput
+from omc.files import RunFiles
 
 if TYPE_CHECKING:
 
@@ -149,8 +151,8 @@ def run_track(args: argparse.Namespace) -> int:
     from omc.runtime.streams import StreamRuntime
 
     tracker_config = tracker_config_from_args(args)
-    if args.frame_rate is not None and not 0 < args.frame_rate < float("inf"):
-        raise BadInput(f"--frame-rate must be a positive number, got {args.frame_rate}")
+    if args.frame_rate is not None and not (math.isfinite(args.frame_rate) and args.frame_rate > 0):
+        raise BadInput(f"--frame-rate must be a positive number of frames per second, got {args.frame_rate}")
     if args.max_frames is not None and args.max_frames < 1:
         raise BadInput(f"--max-frames must be at least 1, got {args.max_frames}")
     engines: Path = args.engines
@@ -164,6 +166,8 @@ def run_track(args: argparse.Namespace) -> int:
     else:
         entries = _entries_from_sources(args.sources, tracker_config, args.mode, args.frame_rate, args.max_frames)
         stream_config = StreamConfig(batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch)
+    # Before any work: no output may replace an input (a source, the engines) or another output.
+    _declare_run_files(args, engines, entries)
     outputs = _outputs(args, entries)
     specs = [replace(e.spec, keep_frames=e.spec.name in outputs.videos) for e in entries]
     with StreamRuntime.from_engines(engines, specs, backend=args.backend, device=args.device, config=stream_config) as runtime:
@@ -202,6 +206,46 @@ def _entries_from_sources(
             raise BadInput(f"source {source} does not exist")
         entries.append(StreamEntry(StreamSpec(name, source, mode, frame_rate, tracker, max_frames)))
     return entries
+
+
+def _declare_run_files(args: argparse.Namespace, engines: Path, entries: Sequence["StreamEntry"]) -> None:
+    """Refuse (BadInput) any output that is an input of this run or another output, or not a regular file."""
+    from omc import contract
+    from omc.runtime.sources import open_source
+
+    files = RunFiles()
+    files.read_all((engines / name for name in contract.ENGINE_FOLDER_FILES), "--engines")
+    if args.streams is not None:
+        files.read(args.streams, "--streams")
+    for entry in entries:
+        what = "SOURCE" if args.streams is None else f"stream {entry.spec.name}"
+        if isinstance(entry.spec.source, Path):
+            # Opened once before the start: a file that cannot be read is refused in one line
+            # (failures after the start stay in their stream), and its files are known.
+            with open_source(entry.spec.source) as source:
+                files.read(entry.spec.source, what)
+                files.read_all(source.files, what)
+    for path, what, partial in _output_paths(args, entries):
+        files.write(path, what, partial=partial)
+
+
+def _output_paths(args: argparse.Namespace, entries: Sequence["StreamEntry"]) -> list[tuple[Path, str, bool]]:
+    """(path, flag, written under a partial name) of every file the run may write."""
+    paths: list[tuple[Path, str, bool]] = []
+    if args.out is not None:
+        paths.append((args.out, "--out", True))
+        video = args.save_video or (entries[0].save_video if len(entries) == 1 else None)
+        if video is not None:
+            paths.append((video, "--save-video", True))
+        if args.jsonl is not None:
+            paths.append((args.jsonl, "--jsonl", False))
+    elif args.out_dir is not None:
+        for entry in entries:
+            paths.append((args.out_dir / f"{entry.spec.name}.txt", "--out-dir", True))
+            if args.videos or entry.save_video is not None:
+                paths.append((args.out_dir / (entry.save_video or Path(f"{entry.spec.name}.mp4")), "--out-dir", True))
+        paths.append((args.jsonl if args.jsonl is not None else args.out_dir / RECORDS_FILE, "--jsonl", False))
+    return paths
 
 
 def _outputs(args: argparse.Namespace, entries: Sequence["StreamEntry"]) -> "StreamOutputs":
@@ -265,6 +309,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
     config = EvalConfig(iou_threshold=args.iou_threshold)
     pairs = find_sequence_pairs(args.gt, args.results)
+    if args.json is not None:
+        files = RunFiles()
+        files.read_all((path for pair in pairs.values() for path in pair), "--gt/--results")
+        files.write(args.json, "--json")
     report = evaluate(pairs, config)
     print(report.table())
     if args.json is not None:

@@ -7,7 +7,7 @@ through the centres of its last `OverlayConfig.trail_length_frames` frames.
 
 `TrailHistory` holds the trails (state that lives for the stream); `draw_tracks` is pure and
 returns a new image; `OverlayVideoWriter` writes frames with OpenCV (mp4v), to a temporary name
-renamed when closed.
+renamed when closed (omc.files.PendingFile).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from omc.config import OverlayConfig
 from omc.errors import BadInput
+from omc.files import PendingFile
 from omc.runtime.sources import quiet_opencv_log
 
 log = logging.getLogger(__name__)
@@ -131,13 +132,15 @@ class OverlayVideoWriter:
     path: the target; the temporary file is `<stem>.partial<suffix>` (OpenCV picks the container
     from the suffix). frame_size: (width, height). `close()` finalises whatever was written, also
     after an interruption (a released mp4 is playable); with no frame written it removes the
-    temporary file.
+    temporary file. A process killed outright (SIGKILL) leaves the temporary file unplayable: an
+    mp4's index is written only when the writer is released. BadInput when `path` cannot be
+    written (see omc.files.PendingFile).
     """
 
-    def __init__(self, path: str | Path, frame_rate: float, frame_size: tuple[int, int]) -> None:
+    def __init__(self, path: str | Path, frame_rate: float, frame_size: tuple[int, int], what: str = "video") -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.partial = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
+        self._pending = PendingFile(self.path, visible=True, what=what)
+        self.partial = self._pending.temporary
         self.frame_size = frame_size
         with quiet_opencv_log():
             self._writer: cv2.VideoWriter | None = cv2.VideoWriter(
@@ -146,7 +149,7 @@ class OverlayVideoWriter:
         if not self._writer.isOpened():
             self._writer.release()
             self._writer = None
-            self.partial.unlink(missing_ok=True)
+            self._pending.discard()
             raise BadInput(f"cannot write video {self.path}: OpenCV has no {FOURCC} writer for '{self.path.suffix}' files (use .mp4)")
         self.frames_written = 0
 
@@ -167,10 +170,9 @@ class OverlayVideoWriter:
         self._writer.release()
         self._writer = None
         if self.frames_written == 0:
-            self.partial.unlink(missing_ok=True)
+            self._pending.discard()
             return None
-        self.partial.replace(self.path)
-        return self.path
+        return self._pending.commit()
 
     def __enter__(self) -> "OverlayVideoWriter":
         return self

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +34,7 @@ import numpy.typing as npt
 
 from omc.config import EvalConfig
 from omc.errors import BadInput, MissingDependency
+from omc.files import replacing
 from omc.apps.results import MotTable, read_mot_txt
 
 log = logging.getLogger(__name__)
@@ -196,11 +196,8 @@ class EvalReport:
 
     def write_json(self, path: str | Path) -> None:
         """Write `to_json()` to `path` through a temporary name."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(self.to_json() + "\n", encoding="utf-8")
-        os.replace(partial, path)
+        with replacing(Path(path), what="metrics file") as temporary:
+            temporary.write_text(self.to_json() + "\n", encoding="utf-8")
 
 
 def evaluate(pairs: Mapping[str, tuple[Path, Path]], config: EvalConfig = EvalConfig()) -> EvalReport:

@@ -6,13 +6,14 @@ Format (one row per box, comma separated, no header):
 pixels (2 decimals), score with 4 decimals. Ground-truth files use the same first six columns,
 then `mark,class,visibility` (MOT16/17/20) or `conf,-1,-1,-1` (MOT15).
 
-Writing: `MotResultsWriter` writes to `<name>.partial` beside the target, flushes after each
-frame and records how many bytes of whole frames are on disk. `close()` renames the partial file
-to the target. When the run stops early (an error, Ctrl-C) `close(complete=False)` first cuts
-the file back to the last whole frame, so an interrupted run leaves a valid results file with
-every frame done so far; a run that wrote no frame at all removes its partial file and leaves
-any earlier file at the target untouched. A process that is killed outright (SIGKILL) leaves
-the `.partial` file.
+Writing: `MotResultsWriter` writes to `<stem>.partial<suffix>` beside the target (omc.files:
+`PendingFile`, `partial_path`), flushes after each frame and records how many bytes of whole
+frames are on disk. `close()` renames the partial file to the target. When the run stops early
+(an error, Ctrl-C) `close(complete=False)` first cuts the file back to the last whole frame, so
+an interrupted run leaves a valid results file with every frame done so far; a run that wrote no
+frame at all removes its partial file and leaves any earlier file at the target untouched. A
+process that is killed outright (SIGKILL) leaves the partial file, whose whole lines are valid
+rows (the last line may be cut).
 """
 
 from __future__ import annotations
@@ -31,22 +32,17 @@ import numpy.typing as npt
 
 from omc.config import ID_LABELS
 from omc.errors import BadInput
+from omc.files import PendingFile, partial_path
 
 if TYPE_CHECKING:
     from omc.runtime.streams import StreamResult
 
 log = logging.getLogger(__name__)
 
-PARTIAL_SUFFIX = ".partial"
 # Columns of a MOTChallenge row: frame, id, x, y, w, h are required; the rest default to -1.
 REQUIRED_COLUMNS = 6
 # A results row ends with three unused columns (3-D world coordinates in MOT15), always -1.
 _ROW_FORMAT = "{:d},{:d},{:.2f},{:.2f},{:.2f},{:.2f},{:.4f},-1,-1,-1\n"
-
-
-def partial_path(path: Path) -> Path:
-    """The temporary name a writer uses for `path` until it is finalised."""
-    return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
 def format_frame(
@@ -79,11 +75,16 @@ class MotResultsWriter:
     an exception keeps the whole frames written so far (complete=False).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, what: str = "results file") -> None:
+        """BadInput when `path` cannot be written (see omc.files.PendingFile)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.partial = partial_path(self.path)
-        self._file: io.TextIOWrapper | None = open(self.partial, "w", encoding="ascii", newline="\n")
+        self._pending = PendingFile(self.path, visible=True, what=what)
+        self.partial = self._pending.temporary
+        try:
+            self._file: io.TextIOWrapper | None = open(self.partial, "w", encoding="ascii", newline="\n")
+        except BaseException:
+            self._pending.discard()
+            raise
         self._committed_bytes = 0
         self.frames_written = 0
         self.rows_written = 0
@@ -117,12 +118,11 @@ class MotResultsWriter:
         self._file.close()
         self._file = None
         if not complete and self.frames_written == 0:
-            self.partial.unlink(missing_ok=True)
+            self._pending.discard()
             return None
         if not complete:
             os.truncate(self.partial, self._committed_bytes)
-        os.replace(self.partial, self.path)
-        return self.path
+        return self._pending.commit()
 
     def __enter__(self) -> "MotResultsWriter":
         return self
@@ -258,31 +258,38 @@ class TrackRecordsWriter:
     Each record is one line handed to the OS in one write and flushed, so the file is valid JSON
     Lines after Ctrl-C or a crash; only a process killed in the middle of a write can leave a
     last line without its newline, which `read_track_records` ignores. append: continue an
-    existing file (a restarted worker) instead of replacing it.
+    existing file (a restarted worker) instead of replacing it. The file is opened at the first
+    record: a run that tracks nothing leaves no file behind (nor touches an existing one).
     """
 
     def __init__(self, path: str | Path, id_labels: str = "int", epoch: int | None = None, append: bool = False) -> None:
         if id_labels not in ID_LABELS:
             raise BadInput(f"id labels '{id_labels}' is not one of {', '.join(ID_LABELS)}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.id_labels = id_labels
         self.epoch = epoch
-        self._file: io.TextIOWrapper | None = open(self.path, "a" if append else "w", encoding="utf-8", newline="\n")
+        self.append = append
+        self._file: io.TextIOWrapper | None = None
+        self._closed = False
         self.records_written = 0
 
     def write(self, result: StreamResult) -> None:
-        if self._file is None:
+        if self._closed:
             raise ValueError(f"records writer for {self.path} is closed")
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a" if self.append else "w", encoding="utf-8", newline="\n")
         self._file.write(json.dumps(track_record(result, self.id_labels, self.epoch), separators=(",", ":")) + "\n")
         self._file.flush()
         self.records_written += 1
 
-    def close(self) -> Path:
+    def close(self) -> Path | None:
+        """Close the file; returns its path, or None when no record was ever written."""
+        self._closed = True
         if self._file is not None:
             self._file.close()
             self._file = None
-        return self.path
+        return self.path if self.records_written else None
 
     def __enter__(self) -> "TrackRecordsWriter":
         return self

@@ -103,7 +103,8 @@ class StreamOutputs:
 
     @property
     def records_path(self) -> Path | None:
-        return self._records.path if self._records is not None else None
+        """The JSON Lines file, once a record is in it."""
+        return self._records.path if self._records is not None and self._records.records_written else None
 
     def write(self, result: StreamResult, frame_rate: float = DEFAULT_FRAME_RATE) -> None:
         """Write one tracked frame to its stream's files and to the records."""

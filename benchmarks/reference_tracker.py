@@ -282,7 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
     result = run(args.repo, args.tracks, args.detections, args.frames, args.warmup, args.seed, args.threads)
-    args.out.write_text(json.dumps(result))
+    from omc.files import replacing
+
+    with replacing(args.out) as temporary:
+        temporary.write_text(json.dumps(result))
     return 0
 
 

@@ -14,8 +14,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from omc import contract
 from omc.config import CALIBRATION_METHODS, FLOAT_REGIONS, QUANT_TARGETS, CalibConfig
 from omc.errors import BadInput, CheckFailed
+from omc.files import RunFiles
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,11 @@ def run_calib(args: argparse.Namespace) -> int:
     from omc.calib.dataset import build_calibration_set
 
     config = CalibConfig(frames=args.frames, holdout_frames=args.holdout, recheck_frames=args.recheck_frames)
+    files = RunFiles()
+    for source in args.sources:
+        files.read(source, "SOURCE")
+    files.read_all((args.engines / name for name in contract.ENGINE_FOLDER_FILES), "--engines")
+    files.write(args.out, "--out")
     path = build_calibration_set(args.sources, args.frames, args.engines, args.out, config)
     print(path)
     log.info("next: omc quantize --onnx %s --calib %s --target cpu tensorrt", args.engines, path)
@@ -107,13 +114,20 @@ def run_calib(args: argparse.Namespace) -> int:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from omc.calib.quantize import quantize_targets
+    from omc.calib.quantize import default_out_dir, quantize_targets
 
     targets = list(dict.fromkeys(args.target))
     if args.out is not None and len(targets) > 1:
         raise BadInput("--out names one folder; give one --target with it, or drop --out (each target gets <onnx dir>/int8-<target>)")
     config = CalibConfig(method=args.method, keep_float=_keep_float(args.keep_float))
     out_dirs = {targets[0]: args.out} if args.out is not None else {}
+    files = RunFiles()
+    files.read_all((args.onnx / name for name in contract.ENGINE_FOLDER_FILES), "--onnx")
+    files.read(args.calib, "--calib")
+    for target in targets:
+        out_dir = Path(out_dirs.get(target, default_out_dir(args.onnx, target)))
+        for name in (contract.DETECTOR_ONNX, contract.RECHECK_ONNX, contract.EXPORT_JSON):
+            files.write(out_dir / name, "--out" if args.out is not None else f"the {target} output")
     written = quantize_targets(args.onnx, args.calib, targets, out_dirs, config)
     for folder in written.values():
         print(folder)
@@ -134,6 +148,12 @@ def run_report(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.threads < 0:
         raise BadInput("--repeats must be at least 1 and --threads 0 or more")
     int8_dir = args.int8 if args.int8 is not None else default_out_dir(args.onnx, "cpu")
+    if args.json is not None:
+        files = RunFiles()
+        for folder, what in ((args.onnx, "--onnx"), (int8_dir, "--int8")):
+            files.read_all((folder / name for name in contract.ENGINE_FOLDER_FILES), what)
+        files.read(args.calib, "--calib")
+        files.write(args.json, "--json")
     meta = EngineMeta.load(int8_dir)
     if meta.precision != "int8":
         raise BadInput(f"{int8_dir} holds a {meta.precision} export, not INT8 graphs; run omc quantize first")
@@ -149,7 +169,10 @@ def run_report(args: argparse.Namespace) -> int:
     print(speed.table())
     print(drift.table())
     if args.json is not None:
-        args.json.write_text(json.dumps({"speed": speed.to_dict(), "drift": drift.to_dict(), "int8": record}, indent=2) + "\n")
+        from omc.files import replacing
+
+        with replacing(args.json, what="--json") as temporary:
+            temporary.write_text(json.dumps({"speed": speed.to_dict(), "drift": drift.to_dict(), "int8": record}, indent=2) + "\n")
     problems = drift.violations(config)
     if problems:
         raise CheckFailed("INT8 drift outside the bounds: " + "; ".join(problems))

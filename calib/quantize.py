@@ -42,7 +42,6 @@ import functools
 import io
 import json
 import logging
-import os
 import tempfile
 import time
 import warnings
@@ -59,6 +58,7 @@ from omc.calib.regions import GraphRegions, classify_nodes, name_nodes
 from omc.config import QUANT_TARGETS, CalibConfig
 from omc.contract import EngineMeta
 from omc.errors import BadInput, MissingDependency
+from omc.files import replacing
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def compute_ranges(
         )
     with contextlib.redirect_stdout(io.StringIO()):
         tensors = calibrator.compute_data()
-    quantization.save_tensors_data(tensors, cache)
+    _write_atomically(cache, lambda path: quantization.save_tensors_data(tensors, path))
     del calibrator
     return count
 
@@ -307,13 +307,8 @@ def _save_model(model: Any, path: Path) -> None:
 
 
 def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
+    with replacing(path) as temporary:
         write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 # --- the command ---------------------------------------------------------------------------------
@@ -393,7 +388,8 @@ def _calibrate(
                     used = compute_ranges(prepared, feeds, list(contract.RECHECK_INPUTS), cache, config, workdir)
                 finally:
                     detector.deactivate()
-            cache.with_suffix(".key.json").write_text(json.dumps(key, indent=2, sort_keys=True))
+            _write_atomically(cache.with_suffix(".key.json"),
+                              lambda path: path.write_text(json.dumps(key, indent=2, sort_keys=True)))
             log.info("%s: %s ranges from %d calibration feeds in %.1f s -> %s", engine, config.method, used,
                      time.perf_counter() - start, cache)
         graphs.append(_Graph(engine, prepared, regions, cache, used))

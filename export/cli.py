@@ -219,6 +219,14 @@ def run_export(args: argparse.Namespace) -> int:
     from omc.export.onnx_export import check_output_folder, export_engines
 
     check_output_folder(args.out)
+    from omc.contract import DETECTOR_ONNX, EXPORT_JSON, RECHECK_ONNX
+    from omc.files import RunFiles
+
+    files = RunFiles()
+    if args.checkpoint is not None:
+        files.read(args.checkpoint, "--weights")
+    for name in (DETECTOR_ONNX, RECHECK_ONNX, EXPORT_JSON):
+        files.write(args.out / name, "--out")
     width, height = config.img_size
     loaded = checkpoint_from_args(args.checkpoint, args.random_weights, args.variant, args.seed, (height, width))
     result = export_engines(loaded, config, args.out, seed=args.seed if loaded.random_weights else None)

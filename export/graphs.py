@@ -61,13 +61,25 @@ def centre_cells(corners: Tensor, stride: int, map_hw: tuple[int, int]) -> Tenso
 
     corners: [..., 4] float32 pixels. col = clip(floor((x1 + x2) / (2 stride)), 0, w - 1), row
     likewise with y and h (engine-contract.md); computed from the same float32 corners the
-    graph outputs.
+    graph outputs. A NaN centre (NaN scores and boxes from damaged weights) gets cell 0: cast
+    to int64 it would be an arbitrary index, and the gathers that use the cells would fail
+    instead of passing the NaN rows on for the runtime to drop.
     """
     h, w = map_hw
     twice = 2.0 * stride
-    col = torch.floor((corners[..., 0] + corners[..., 2]) / twice).clamp(0, w - 1)
-    row = torch.floor((corners[..., 1] + corners[..., 3]) / twice).clamp(0, h - 1)
+    col = _nan_to_zero(torch.floor((corners[..., 0] + corners[..., 2]) / twice)).clamp(0, w - 1)
+    row = _nan_to_zero(torch.floor((corners[..., 1] + corners[..., 3]) / twice)).clamp(0, h - 1)
     return row.to(torch.int64) * w + col.to(torch.int64)
+
+
+def _nan_to_zero(values: Tensor) -> Tensor:
+    """`values` with NaN replaced by 0; infinities are left to the clamp.
+
+    Written as `values == values` (false only for NaN): Equal and Where are already in the
+    graphs' operator list (tests/unit/test_export_ops.py), IsNaN would add one to check against
+    every TensorRT parser omc targets.
+    """
+    return torch.where(values == values, values, values.new_zeros(()))
 
 
 def gather_rows(values: Tensor, index: Tensor) -> Tensor:

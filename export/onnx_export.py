@@ -25,7 +25,6 @@ import io
 import json
 import logging
 import os
-import secrets
 import tempfile
 import time
 import warnings
@@ -42,6 +41,7 @@ from omc import __version__, contract
 from omc.config import ExportConfig, TrackerConfig
 from omc.contract import EngineMeta, TensorSpec
 from omc.errors import BadInput, OmcError
+from omc.files import PendingFile
 from omc.export.checkpoint import LoadedCheckpoint
 from omc.export.graphs import DetectorGraph, RecheckGraph
 from omc.export.model import OMCNetwork
@@ -130,6 +130,14 @@ def check_fits(network: OMCNetwork, config: ExportConfig) -> None:
     cells = (height // stride) * (width // stride)
     if config.peaks > cells:
         raise BadInput(f"--peaks {config.peaks} exceeds the {cells} cells of the re-check heat map at {width}x{height}")
+    # A window of radius max(h, w) already spans the whole map; a larger radius means nothing and
+    # an absurd one (a damaged checkpoint's 10^9) would overflow the window arithmetic.
+    radius = config.shrink_radius if config.shrink_radius is not None else network.architecture.shrink_radius
+    widest = max(height // stride, width // stride)
+    if radius > widest:
+        source = "--shrink-radius" if config.shrink_radius is not None else "the checkpoint's shrink radius"
+        raise BadInput(f"{source} {radius} exceeds the {width // stride}x{height // stride} re-check map at "
+                       f"{width}x{height}, which a radius of {widest} already spans; pass --shrink-radius 1 to {widest}")  # fmt: skip
 
 
 # --- export.json ---------------------------------------------------------------------------------
@@ -372,7 +380,8 @@ def recheck_onnx(network: OMCNetwork, meta: EngineMeta) -> onnx.ModelProto:
 
 
 class _StagedFolder:
-    """Files written under temporary names in `out_dir`, renamed together by `commit()`.
+    """Files written under temporary names in `out_dir` (omc.files.PendingFile), renamed together
+    by `commit()` in the order they were staged.
 
     On `discard()` the temporaries are removed, and the folder too when this object created it.
     """
@@ -380,7 +389,7 @@ class _StagedFolder:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
         self.created: list[Path] = []
-        self.staged: list[tuple[Path, Path]] = []  # (temporary, final)
+        self.staged: list[PendingFile] = []
 
     def open(self) -> None:
         missing = []
@@ -396,26 +405,18 @@ class _StagedFolder:
 
     def stage(self, name: str) -> Path:
         """A new empty temporary file for `name` (created with the process's normal permissions)."""
-        while True:
-            temporary = self.out_dir / f".{name}.{secrets.token_hex(4)}.tmp"
-            try:
-                temporary.open("xb").close()
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise BadInput(f"cannot write in output folder {self.out_dir} ({exc.strerror or exc})") from None
-            break
-        self.staged.append((temporary, self.out_dir / name))
-        return temporary
+        pending = PendingFile(self.out_dir / name)
+        self.staged.append(pending)
+        return pending.temporary
 
     def commit(self) -> None:
-        for temporary, final in self.staged:
-            os.replace(temporary, final)
+        for pending in self.staged:
+            pending.commit()
         self.staged = []
 
     def discard(self) -> None:
-        for temporary, _ in self.staged:
-            temporary.unlink(missing_ok=True)
+        for pending in self.staged:
+            pending.discard()
         self.staged = []
         for folder in self.created:
             try:

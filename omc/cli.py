@@ -15,7 +15,7 @@ import sys
 from typing import Callable, Sequence
 
 from omc import __version__
-from omc.errors import CheckFailed, OmcError
+from omc.errors import CheckFailed, OmcError, raised_by_interrupt
 
 # Modules that define `register(subparsers)`; each subcommand sets `func(args) -> int`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -63,6 +63,15 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Ctrl-C is caught from here on, start-up (the subcommands' imports) included.
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -75,9 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
     except OmcError as exc:
+        if raised_by_interrupt(exc):
+            raise KeyboardInterrupt from None
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     return int(status or 0)

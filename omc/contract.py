@@ -51,6 +51,13 @@ DETECTOR_ONNX = "detector.onnx"
 RECHECK_ONNX = "recheck.onnx"
 DETECTOR_PLAN = "detector.plan"
 RECHECK_PLAN = "recheck.plan"
+# Each plan's header, `<plan>.json` (omc.runtime.backends.engine_header).
+PLAN_HEADER_SUFFIX = ".json"
+# Every file of an engine folder the runtime may read (a run must not write over one of them).
+ENGINE_FOLDER_FILES: tuple[str, ...] = (
+    EXPORT_JSON, DETECTOR_ONNX, RECHECK_ONNX, DETECTOR_PLAN, RECHECK_PLAN,
+    DETECTOR_PLAN + PLAN_HEADER_SUFFIX, RECHECK_PLAN + PLAN_HEADER_SUFFIX,
+)  # fmt: skip
 
 # Bumped when the meaning of a tensor or an export.json key changes; runtimes refuse other versions.
 CONTRACT_VERSION = 1
@@ -86,6 +93,28 @@ class TensorSpec:
                     )
             elif want != got:
                 raise BadInput(f"tensor '{self.name}' must have shape {list(self.shape)}, got {list(array.shape)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# export.json value checks by EngineMeta field type (as annotated): (test, what is expected).
+_JSON_TYPES: Mapping[str, tuple[Any, str]] = {
+    "int": (_is_int, "an integer"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "tuple[int, int]": (lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_int, v)), "a list of two integers"),
+    "tuple[int, ...]": (lambda v: isinstance(v, list) and len(v) > 0 and all(map(_is_int, v)), "a list of integers"),
+    "dict[str, Any]": (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def _check_json_type(key: str, annotation: str, value: Any) -> None:
+    """BadInput naming `key` when an export.json value does not have its field's type."""
+    test, expected = _JSON_TYPES[annotation]
+    if not test(value):
+        raise BadInput(f"'{key}' must be {expected}, got {json.dumps(value)[:80]}")
 
 
 @dataclass(frozen=True)
@@ -204,6 +233,9 @@ class EngineMeta:
                 "re-export the engines with this omc (omc export)"
             )
         kwargs = {k: v for k, v in data.items() if k in known}
+        for f in fields(cls):
+            if f.name in kwargs:
+                _check_json_type(f.name, str(f.type), kwargs[f.name])
         kwargs["input_hw"] = tuple(kwargs.get("input_hw", cls.input_hw))
         kwargs["strides"] = tuple(kwargs.get("strides", cls.strides))
         meta = cls(**kwargs)
@@ -220,8 +252,11 @@ class EngineMeta:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise BadInput(f"{path} not found; export the engines first (omc export)") from None
-        except (OSError, ValueError) as exc:
-            raise BadInput(f"{path} is not a readable export.json ({exc})") from None
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
+            raise BadInput(f"{path} is not a readable export.json ({str(exc)[:200]})") from None
         if not isinstance(data, dict):
             raise BadInput(f"{path} is not a readable export.json (not an object)")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except BadInput as exc:
+            raise BadInput(f"{path}: {exc}") from None

@@ -47,3 +47,16 @@ class MissingDependency(OmcError):
 
 class CheckFailed(OmcError):
     """A verification ran and its result is outside tolerance (CLI exit status 1)."""
+
+
+def raised_by_interrupt(exc: BaseException) -> bool:
+    """True when a KeyboardInterrupt is among the exceptions that led to `exc` (its causes and
+    contexts): an extension module may turn a Ctrl-C during its import into an ImportError."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

@@ -16,7 +16,8 @@ the frame and both sizes: the tracker's Kalman states are in the first size's pi
 after a resize would be silently wrong. What a consumer wrote for earlier frames stays valid.
 
 Problems with the input (missing path, empty folder, a video that cannot be opened or yields no
-frame, an unreadable image) raise one `BadInput` with the path.
+frame, an unreadable or truncated image, a seqinfo.ini whose imDir leaves the sequence folder)
+raise one `BadInput` with the path.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy.typing as npt
 from urllib.parse import urlsplit, urlunsplit
 
 from omc.errors import BadInput
+from omc.runtime.jpeg import is_jpeg, jpeg_is_complete
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +109,16 @@ class FrameSource(ABC):
     frame_rate: frames per second.  frame_count: number of frames, or None when unknown.
     frame_size: (width, height) in pixels once the first frame has been read, else None.
     is_live: frames come at the sender's pace and the source may fail and come back.
+    files: every file the source reads (so that a run can refuse to write over one of them).
     """
 
     is_live = False
 
-    def __init__(self, path: Path | str, name: str, frame_rate: float, frame_count: int | None) -> None:
+    def __init__(
+        self, path: Path | str, name: str, frame_rate: float, frame_count: int | None, files: tuple[Path, ...] = ()
+    ) -> None:
         self.path = path
+        self.files = files
         self.name = name
         self.frame_rate = frame_rate
         self.frame_count = frame_count
@@ -176,7 +182,7 @@ class VideoSource(FrameSource):
             log.warning("%s does not state its frame rate; assuming %g fps (set it with --frame-rate)", path, DEFAULT_FRAME_RATE)
             fps = DEFAULT_FRAME_RATE
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        super().__init__(path, path.stem, fps, count if count > 0 else None)
+        super().__init__(path, path.stem, fps, count if count > 0 else None, (path,))
         self._capture = capture
 
     def _frames(self) -> Iterator[tuple[int, FrameBGR]]:
@@ -197,12 +203,13 @@ class VideoSource(FrameSource):
 
 
 @contextmanager
-def quiet_opencv_log() -> Iterator[None]:
-    """Silence OpenCV's own warnings inside the block (its log level is process-wide: restored
-    on exit). Used where OpenCV tries each backend in turn and logs one warning per backend that
-    declines a file: a file none can handle gets our one BadInput instead."""
+def quiet_opencv_log(silent: bool = False) -> Iterator[None]:
+    """Silence OpenCV's own warnings (silent: its errors too) inside the block (its log level is
+    process-wide: restored on exit). Used where OpenCV tries each backend in turn and logs one
+    warning per backend that declines a file, or logs the decoder's error for a damaged image:
+    our one BadInput says it instead."""
     previous = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT if silent else cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
         yield
     finally:
@@ -222,7 +229,7 @@ class ImageFolderSource(FrameSource):
             # Debug, not info: folders never state a rate, so the default is expected, not news.
             log.debug("%s: image folders carry no frame rate; assuming %g fps (set it with --frame-rate)", folder, DEFAULT_FRAME_RATE)
             frame_rate = DEFAULT_FRAME_RATE
-        super().__init__(folder, name or folder.name, frame_rate, len(files))
+        super().__init__(folder, name or folder.name, frame_rate, len(files), tuple(files))
         self._files = files
         self._indices = self._frame_indices(files)
 
@@ -231,10 +238,7 @@ class ImageFolderSource(FrameSource):
 
     def _frames(self) -> Iterator[tuple[int, FrameBGR]]:
         for index, file in zip(self._indices, self._files):
-            image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
-            if image is None:
-                raise BadInput(f"cannot read image {file} (frame {index}): damaged or not an image")
-            yield index, self._normalise(image, str(file))
+            yield index, self._normalise(read_image(file, f"frame {index}"), str(file))
 
 
 class MotSequenceSource(ImageFolderSource):
@@ -249,13 +253,15 @@ class MotSequenceSource(ImageFolderSource):
         image_dir, frame_rate, name = folder / MOT_IMAGE_DIR, None, folder.name
         if seqinfo.is_file():
             section = _read_seqinfo(seqinfo)
-            image_dir = folder / section.get("imDir", MOT_IMAGE_DIR)
+            image_dir = _image_dir(folder, section.get("imDir", MOT_IMAGE_DIR), seqinfo)
             name = section.get("name", name)
             frame_rate = _parse_frame_rate(section.get("frameRate"), seqinfo)
         if not image_dir.is_dir():
             raise BadInput(f"MOTChallenge sequence {folder} has no image folder {image_dir.name}/")
         super().__init__(image_dir, frame_rate, name)
         self.path = folder
+        if seqinfo.is_file():
+            self.files = (seqinfo, *self.files)
 
     def _frame_indices(self, files: list[Path]) -> list[int]:
         indices: list[int] = []
@@ -268,6 +274,26 @@ class MotSequenceSource(ImageFolderSource):
         return indices
 
 
+def read_image(path: Path, what: str) -> np.ndarray:
+    """Decode an image file as it is stored (any depth and channel count); BadInput naming `path`
+    when it cannot be read, is not an image, or is a JPEG cut short.
+
+    libjpeg decodes a truncated JPEG without an error (the missing rows come out grey), so
+    JPEG files are checked for their end-of-image marker first (omc.runtime.jpeg).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read image {path} ({what}): {exc.strerror or exc}") from None
+    if is_jpeg(data) and not jpeg_is_complete(data):
+        raise BadInput(f"image {path} ({what}) is truncated: its JPEG data ends before the end-of-image marker")
+    with quiet_opencv_log(silent=True):
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if image is None:
+        raise BadInput(f"cannot read image {path} ({what}): damaged or not an image")
+    return image
+
+
 def _read_seqinfo(path: Path) -> configparser.SectionProxy:
     parser = configparser.ConfigParser()
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are camelCase
@@ -278,6 +304,18 @@ def _read_seqinfo(path: Path) -> configparser.SectionProxy:
     if not parser.has_section("Sequence"):
         raise BadInput(f"{path} has no [Sequence] section")
     return parser["Sequence"]
+
+
+def _image_dir(folder: Path, im_dir: str, seqinfo: Path) -> Path:
+    """The image folder seqinfo.ini's imDir names; BadInput unless it lies inside the sequence folder.
+
+    A sequence is read from its own folder only: `imDir=../../elsewhere` (or an absolute path, or
+    a link leading out) would read frames the user did not point at.
+    """
+    image_dir = folder / im_dir
+    if not image_dir.resolve().is_relative_to(folder.resolve()):
+        raise BadInput(f"{seqinfo}: imDir '{im_dir}' must name a folder inside the sequence folder {folder}")
+    return image_dir
 
 
 def _parse_frame_rate(text: str | None, seqinfo: Path) -> float:

@@ -194,6 +194,12 @@ def _check_config(config: Mapping[str, Any]) -> None:
     missing = [key for key in _REQUIRED_KEYS if key not in config]
     if missing:
         raise BadInput(f"model config lacks {', '.join(missing)}")
+    for key in ("depth_multiple", "width_multiple"):
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise BadInput(f"model config '{key}' must be a positive number, got {value!r}")
+    if isinstance(config["nc"], bool) or not isinstance(config["nc"], int) or config["nc"] < 1:
+        raise BadInput(f"model config 'nc' must be a positive int, got {config['nc']!r}")
     for key in ("backbone", "head"):
         if not isinstance(config[key], list):
             raise BadInput(f"model config '{key}' must be a list of [from, repeats, module, args]")

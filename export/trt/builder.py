@@ -26,7 +26,6 @@ temporary name and a rename, with its `<plan>.json` sidecar (runtime/backends/en
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from omc import __version__, contract
 from omc.config import RTX_PORTABLE_TARGETS, TensorRTBuildConfig
 from omc.contract import EngineMeta, TensorSpec
 from omc.errors import BadInput, OmcError
+from omc.files import replacing
 from omc.runtime.backends.binding_plan import DETECTOR, RECHECK, ProfileShape, profile_shapes
 from omc.runtime.backends.cuda_memory import device_compute_capability
 from omc.runtime.backends.engine_header import (
@@ -268,9 +268,8 @@ def build_plan(
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    with replacing(path) as temporary:
+        temporary.write_bytes(data)
 
 
 def _gpu_targets(edition: TensorRTEdition, config: TensorRTBuildConfig) -> tuple[tuple[str, ...], bool]:
@@ -322,8 +321,8 @@ def build_engines(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if out_dir.resolve() != onnx_dir.resolve():
-        shutil.copyfile(onnx_dir / contract.EXPORT_JSON, out_dir / (contract.EXPORT_JSON + ".tmp"))
-        os.replace(out_dir / (contract.EXPORT_JSON + ".tmp"), out_dir / contract.EXPORT_JSON)
+        with replacing(out_dir / contract.EXPORT_JSON) as temporary:
+            shutil.copyfile(onnx_dir / contract.EXPORT_JSON, temporary)
     built = []
     for engine, (plan, seconds) in plans.items():
         plan_path = out_dir / PLAN_NAMES[engine]

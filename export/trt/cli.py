@@ -49,8 +49,27 @@ def run_build(args: argparse.Namespace) -> int:
     targets = tuple(part.strip() for item in args.gpu_target for part in item.split(",") if part.strip())
     config = TensorRTBuildConfig(edition=args.edition, gpu_targets=targets)
     out_dir = args.out if args.out is not None else args.onnx
+    _declare_files(args.onnx, out_dir, args.timing_cache)
     built = build_engines(args.onnx, out_dir, config, timing_cache=args.timing_cache)
     for engine in built:
         print(engine.plan_path)
     log.info("next: omc track VIDEO --engines %s --backend trt", out_dir)
     return 0
+
+
+def _declare_files(onnx_dir: Path, out_dir: Path, timing_cache: Path | None) -> None:
+    """BadInput when a plan, header, export.json copy or the timing cache would replace an input
+    (export.json, the ONNX graphs) or each other (omc.files.RunFiles)."""
+    from omc import contract
+    from omc.files import RunFiles
+
+    files = RunFiles()
+    files.read_all((onnx_dir / name for name in (contract.EXPORT_JSON, contract.DETECTOR_ONNX, contract.RECHECK_ONNX)), "--onnx")
+    outputs = [contract.DETECTOR_PLAN, contract.RECHECK_PLAN]
+    outputs += [plan + contract.PLAN_HEADER_SUFFIX for plan in outputs]
+    if out_dir.resolve() != onnx_dir.resolve():
+        outputs.append(contract.EXPORT_JSON)
+    for name in outputs:
+        files.write(out_dir / name, "--out")
+    if timing_cache is not None:
+        files.write(timing_cache, "--timing-cache")  # read and updated: only other files are refused

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from omc.config import RTX_GPU_TARGETS
-from omc.contract import EXPORT_JSON, EngineMeta
+from omc.contract import EXPORT_JSON, PLAN_HEADER_SUFFIX, EngineMeta
 from omc.errors import EngineMismatch
+from omc.files import replacing
 
-SIDECAR_SUFFIX = ".json"
+SIDECAR_SUFFIX = PLAN_HEADER_SUFFIX
 # Bumped when the sidecar's keys change meaning; other versions are refused like a mismatch.
 HEADER_VERSION = 1
 # Edition names as `omc build --edition` spells them.
@@ -91,9 +91,8 @@ def plan_sha256(plan: bytes) -> str:
 def write_header(plan_path: str | Path, header: EngineHeader) -> Path:
     """Write `<plan>.json` through a temporary name and a rename; returns its path."""
     target = sidecar_path(plan_path)
-    temporary = target.with_name(target.name + ".tmp")
-    temporary.write_text(header.to_json() + "\n")
-    os.replace(temporary, target)
+    with replacing(target) as temporary:
+        temporary.write_text(header.to_json() + "\n")
     return target
 
 

@@ -16,6 +16,7 @@ engines from another export are refused (EngineMismatch) instead of producing wr
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 
 from omc import contract
 from omc.contract import EngineMeta, TensorSpec
-from omc.errors import BadInput, EngineMismatch, OmcError
+from omc.errors import BadInput, EngineMismatch, OmcError, raised_by_interrupt
 from omc.runtime.backends.base import ArrayLike, Backend
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,11 @@ class OrtTensor:
 def _import_onnxruntime() -> Any:
     try:
         import onnxruntime
-    except ImportError:
+    except ImportError as exc:
+        if raised_by_interrupt(exc):  # Ctrl-C while its extension module initialised
+            raise KeyboardInterrupt from None
+        if importlib.util.find_spec("onnxruntime") is not None:
+            raise OmcError(f"onnxruntime is installed but does not import ({exc}); reinstall it: pip install --force-reinstall onnxruntime") from None
         raise OmcError(
             "onnxruntime is not installed; it is a core dependency of omc: pip install onnxruntime"
         ) from None
@@ -112,7 +117,7 @@ def _import_onnxruntime() -> Any:
 def _decode(value: str) -> Any:
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (or nested too deep to be ours): compared as text
         return value
 
 
@@ -122,11 +127,14 @@ def check_metadata(path: Path, metadata: Mapping[str, str], meta: EngineMeta) ->
     metadata: the file's metadata_props (export.json's keys, each value JSON-encoded).
     """
     expected = json.loads(json.dumps(meta.to_dict()))
-    present = [key for key in expected if key in metadata]
-    if not present:
-        logger.warning("%s carries no omc export metadata; only its inputs and outputs were checked", path)
-        return
-    differ = [key for key in present if _decode(metadata[key]) != expected[key]]
+    missing = [key for key in expected if key not in metadata]
+    if missing:
+        # Without them nothing binds the file to export.json: an edited export.json would go unnoticed.
+        what = "no omc export metadata" if len(missing) == len(expected) else f"no {', '.join(missing)} in its metadata"
+        raise EngineMismatch(
+            f"{path} carries {what}, so it cannot be checked against export.json; re-export with omc export"
+        )
+    differ = [key for key in expected if _decode(metadata[key]) != expected[key]]
     if differ:
         details = ", ".join(f"{key} {metadata[key]} vs {json.dumps(expected[key])}" for key in differ)
         raise EngineMismatch(

@@ -18,7 +18,8 @@ from omc.config import ExportConfig
 from omc.contract import EngineMeta
 from omc.errors import BadInput
 from omc.export import onnx_export
-from omc.export.checkpoint import file_sha256, save_checkpoint
+from omc.export.checkpoint import save_checkpoint
+from omc.files import file_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

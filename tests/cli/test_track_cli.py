@@ -21,10 +21,11 @@ import cv2
 import numpy as np
 import pytest
 
-from omc.apps.results import partial_path, read_mot_txt
+from omc.apps.results import read_mot_txt
 from omc.cli import main
 from omc.config import TrackerConfig
 from omc.contract import EngineMeta
+from omc.files import partial_path
 from omc.runtime import backends, streams
 from omc.runtime.engines import NetworkOutputs
 
@@ -213,8 +214,9 @@ def test_size_change_mid_stream_keeps_earlier_frames(tmp_path: Path, scripted: t
     ("extra", "message"),
     [
         (["--conf-thres", "1.5"], "TrackerConfig.conf_thres must lie in [0, 1], got 1.5"),
-        (["--frame-rate", "0"], "--frame-rate must be a positive number, got 0.0"),
-        (["--frame-rate", "inf"], "--frame-rate must be a positive number, got inf"),
+        (["--frame-rate", "0"], "--frame-rate must be a positive number of frames per second, got 0.0"),
+        (["--frame-rate", "inf"], "--frame-rate must be a positive number of frames per second, got inf"),
+        (["--frame-rate", "nan"], "--frame-rate must be a positive number of frames per second, got nan"),
         (["--max-frames", "0"], "--max-frames must be at least 1, got 0"),
     ],
 )

@@ -48,8 +48,8 @@ ALLOWED_OPS = {
     "TopK": "top-K candidates and top-P peaks, constant K",
     "Cast": "uint8 input, fp16 boundaries, int64 indices", "Floor": "centre cells", "Clip": "cell clipping, eps guards",
     "ArgMax": "shrink-window centres", "Mod": "window centre column",
-    "Equal": "peak suppression", "Less": "window mask", "GreaterOrEqual": "window mask", "And": "window mask",
-    "Where": "peak suppression",
+    "Equal": "peak suppression, NaN centres (x == x)", "Less": "window mask", "GreaterOrEqual": "window mask", "And": "window mask",
+    "Where": "peak suppression, NaN centres to cell 0",
 }  # fmt: skip
 # The TorchScript route (opset 17) additionally writes these (also parsed by TensorRT with static
 # shapes apart from B): Shape for reshapes over the dynamic batch, Flatten, and boolean Not / Xor

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from omc.errors import BadInput
-from omc.apps.results import MotResultsWriter, format_frame, partial_path, read_mot_txt
+from omc.apps.results import MotResultsWriter, format_frame, read_mot_txt
+from omc.files import partial_path
 
 
 def test_format_frame_hand_case() -> None:
