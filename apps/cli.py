@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("ort", "trt")
+BACKENDS = ("ort", "trt", "triton")
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 # Prefix of the argparse destinations of TrackerConfig fields (kept apart from the other flags).
 _TRACKER_DEST = "tracker_"
@@ -116,9 +116,11 @@ def _register_track(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("source", metavar="SOURCE", help="video file, image folder or MOTChallenge sequence folder")
-    parser.add_argument("--engines", required=True, type=Path, metavar="DIR", help="folder with export.json and the engines (omc export)")
+    parser.add_argument("--engines", type=Path, default=None, metavar="DIR",
+                        help="folder with export.json and the engines (omc export); with --backend triton optional: the served export must match it")
     parser.add_argument("--out", required=True, type=Path, metavar="RESULTS.txt", help="MOTChallenge results file to write")
     parser.add_argument("--backend", choices=BACKENDS, default="ort", help="inference backend (default: ort)")
+    parser.add_argument("--url", default=None, metavar="HOST:PORT", help="gRPC address of the Triton server (--backend triton; omc triton-repo writes its repository)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="device / ONNX Runtime execution provider; auto: the CPU for ort, the GPU for trt (default: auto)")
     parser.add_argument("--save-video", type=Path, default=None, metavar="VIDEO.mp4", help="also write the frames with boxes, ids and trails (mp4v); restored boxes are dashed")
@@ -225,19 +227,26 @@ def run_track(args: argparse.Namespace) -> int:
         raise BadInput(f"--max-frames must be at least 1, got {args.max_frames}")
     if args.out.is_dir():
         raise BadInput(f"--out {args.out} is a folder; give the results file name, e.g. {args.out / 'results.txt'}")
-    engines: Path = args.engines
-    if not (engines / contract.EXPORT_JSON).is_file():
+    engines: Path | None = args.engines
+    options = {"url": args.url} if args.backend == "triton" else {}
+    if args.backend == "triton" and args.url is None:
+        raise BadInput("--backend triton needs --url HOST:PORT of the Triton server's gRPC endpoint")
+    if args.backend != "triton" and args.url is not None:
+        raise BadInput(f"--url is for --backend triton, not {args.backend}")
+    if engines is None and args.backend != "triton":
+        raise BadInput(f"--backend {args.backend} needs --engines DIR (the output folder of omc export)")
+    if engines is not None and not (engines / contract.EXPORT_JSON).is_file():
         raise BadInput(f"--engines {engines} has no {contract.EXPORT_JSON}; point it at the output folder of omc export")
 
     from omc.runtime.tracker import Tracker
 
     with open_source(args.source) as source:
         frame_rate = args.frame_rate if args.frame_rate is not None else source.frame_rate
-        with Tracker.from_engines(engines, backend=args.backend, device=args.device, config=config, frame_rate=frame_rate) as tracker:
+        with Tracker.from_engines(engines, backend=args.backend, device=args.device, config=config, frame_rate=frame_rate, **options) as tracker:
             log.info(
                 "%s: %s frames at %g fps; engines %s (%s, %s)%s",
                 source.name, source.frame_count if source.frame_count is not None else "?", frame_rate,
-                engines, args.backend, args.device, "" if config.recheck else ", re-check off",
+                engines if engines is not None else args.url, args.backend, args.device, "" if config.recheck else ", re-check off",
             )
             summary = track_stream(
                 source, tracker, args.out, frame_rate, video_path=args.save_video,

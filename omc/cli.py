@@ -21,6 +21,7 @@ from omc.errors import CheckFailed, OmcError
 COMMAND_MODULES: tuple[str, ...] = (
     "omc.export.cli",
     "omc.export.trt.cli",
+    "omc.export.triton.cli",
     "omc.apps.cli",
     "omc.calib.cli",
     "omc.benchmarks.cli",

@@ -29,6 +29,11 @@ class EngineMismatch(OmcError):
     """Engines or their metadata come from a different export, edition, version or GPU target."""
 
 
+class EngineUnavailable(OmcError):
+    """A remote engine server (Triton) is unreachable or not ready yet: retryable, like a live
+    source that dropped out. A server that answers with the wrong model is an EngineMismatch."""
+
+
 class MissingDependency(OmcError):
     """An optional library is not installed; the message names the pip extra that provides it."""
 

@@ -143,7 +143,9 @@ def compute_capability_name(major: int, minor: int) -> str:
     return f"SM{major}{minor}"
 
 
-def _export_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+def export_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """One line per export.json key whose value differs ("key: <recorded> in the engine, <current>
+    in export.json"), sorted by key; empty when they agree."""
     # JSON round trip so tuples and lists, ints and floats compare as export.json stores them.
     left = json.loads(json.dumps(dict(recorded), sort_keys=True))
     right = json.loads(json.dumps(dict(current), sort_keys=True))
@@ -194,7 +196,7 @@ def check_header(
                 f"was built for {what}{', '.join(header.gpu_targets)}, not for this GPU ({target})",
                 gpu_target=target if edition == EDITION_RTX else None,
             )
-    differences = _export_differences(header.export, meta.to_dict())
+    differences = export_differences(header.export, meta.to_dict())
     if differences:
         raise refuse(f"was built from a different export ({'; '.join(differences[:3])})")
     if len(plan) != header.plan_bytes or plan_sha256(plan) != header.plan_sha256:
