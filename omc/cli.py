@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "omc.apps.cli",
     "omc.calib.cli",
     "omc.benchmarks.cli",
+    "omc.benchmarks.triton_cli",
 )
 
 log = logging.getLogger("omc")

@@ -485,3 +485,27 @@ class TritonClientConfig:
             raise BadInput(f"--url must be host:port of the server's gRPC endpoint (no scheme), got '{self.url}'")
         if not self.timeout_s > 0:
             raise BadInput(f"timeout_s must be positive, got {self.timeout_s}")
+
+
+@dataclass(frozen=True)
+class TritonBenchConfig:
+    """What `omc bench-triton` measures (benchmarks/triton_bench.py; our choices)."""
+
+    # Concurrent streams, each its own tracker and thread, and frames per stream and round.
+    streams: int = 4
+    frames: int = 16
+    # Rounds per mode, the modes alternating (local, triton, triton, local, ...).
+    rounds: int = 3
+    # (width, height) of the generated clips (benchmarks/clip.py), letterboxed to the export's size.
+    clip_size: tuple[int, int] = (640, 360)
+    # The detector's batching window of the repository written for a local server (microseconds).
+    max_queue_delay_us: int = 2000
+
+    def __post_init__(self) -> None:
+        for name in ("streams", "frames", "rounds"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"TritonBenchConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if min(self.clip_size) < 1:
+            raise BadInput(f"clip size {self.clip_size[0]}x{self.clip_size[1]} must be positive")
+        if self.max_queue_delay_us < 0:
+            raise BadInput(f"--max-queue-delay-us must be 0 or more, got {self.max_queue_delay_us}")

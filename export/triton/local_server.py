@@ -60,15 +60,16 @@ class LocalTritonServer:
     """PyTriton's bundled tritonserver serving `repository` on 127.0.0.1 (gRPC only).
 
     venv: the virtual environment with nvidia-pytriton (and what the models import: NumPy, ONNX
-    Runtime). Use as a context manager, or `start()` / `stop()`. `url` is host:port for
+    Runtime). port: the gRPC port (0: a free one). Use as a context manager, or `start()` / `stop()`. `url` is host:port for
     tritonclient; `startup_s` how long the server took to become ready; `log_path` its log.
     """
 
-    def __init__(self, repository: str | Path, venv: str | Path, ready_timeout_s: float = 120.0) -> None:
+    def __init__(self, repository: str | Path, venv: str | Path, ready_timeout_s: float = 120.0, port: int = 0) -> None:
         self.repository = Path(repository).resolve()
         self.venv = Path(venv).resolve()
         self.ready_timeout_s = ready_timeout_s
-        self.port = 0
+        self.requested_port = port
+        self.port = port
         self.startup_s = 0.0
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir = Path(tempfile.mkdtemp(prefix="omc-tritonserver-"))
@@ -102,8 +103,9 @@ class LocalTritonServer:
     def start(self) -> "LocalTritonServer":
         binary, env = self._layout()
         start = time.perf_counter()
-        for attempt in range(PORT_ATTEMPTS):
-            self.port = free_port()
+        attempts = 1 if self.requested_port else PORT_ATTEMPTS
+        for attempt in range(attempts):
+            self.port = self.requested_port or free_port()
             command = [
                 str(binary), "--model-repository", str(self.repository), "--backend-directory", str(self._workdir / "backends"),
                 "--allow-http", "false", "--allow-metrics", "false", "--grpc-address", "127.0.0.1",
@@ -119,15 +121,15 @@ class LocalTritonServer:
                 return self
             text = self.log_tail()
             self.stop()
-            if "address already in use" not in text.lower() or attempt == PORT_ATTEMPTS - 1:
+            if "address already in use" not in text.lower() or attempt == attempts - 1:
                 raise OmcError(f"tritonserver did not become ready on {self.url}; its log ends: {text}")
         raise AssertionError("unreachable")
 
     def _wait_ready(self, start: float) -> bool:
         """Poll until the server and its models are ready (True) or it exits / times out (False)."""
-        from omc.runtime.backends.triton import _import_tritonclient
+        from omc.runtime.backends.triton import import_tritonclient
 
-        grpcclient, _ = _import_tritonclient()
+        grpcclient = import_tritonclient()
         client = grpcclient.InferenceServerClient(self.url)
         try:
             while time.perf_counter() - start < self.ready_timeout_s:

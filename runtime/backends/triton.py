@@ -49,14 +49,13 @@ TRITON_DTYPES = {"uint8": "UINT8", "float32": "FP32"}
 CONFIG_DTYPES = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32"}
 
 
-def _import_tritonclient() -> tuple[Any, Any]:
-    """(tritonclient.grpc, tritonclient.utils); MissingDependency when the extra is not installed."""
+def import_tritonclient() -> Any:
+    """tritonclient.grpc; MissingDependency when the extra is not installed."""
     try:
         import tritonclient.grpc as grpcclient
-        import tritonclient.utils as triton_utils
     except ImportError as exc:
         raise MissingDependency("tritonclient (gRPC)", "triton", str(exc)) from None
-    return grpcclient, triton_utils
+    return grpcclient
 
 
 def _is_local(url: str) -> bool:
@@ -120,6 +119,8 @@ class TritonEnginePair:
         self._free_slots: list[_Slot] = []
         self._all_slots: list[_Slot] = []
         self._prefix = f"omc_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        # Set when the server dropped out: a restarted server has forgotten our regions.
+        self._registration_stale = False
 
     @classmethod
     def open_pair(
@@ -136,7 +137,7 @@ class TritonEnginePair:
 
     def open(self) -> EngineMeta:
         """Connect, check the server, the model and its export; set up shared memory. Returns meta."""
-        self._grpc, triton_utils = _import_tritonclient()
+        self._grpc = import_tritonclient()
         url, model = self.config.url, self.config.model_name
         try:
             self._client = self._grpc.InferenceServerClient(url=url)
@@ -151,7 +152,7 @@ class TritonEnginePair:
         try:
             self.meta = self._check_model(served)
             if self.config.shared_memory != "off" and (self.config.shared_memory == "on" or _is_local(url)):
-                self._shm = _import_shared_memory(triton_utils)
+                self._shm = _import_shared_memory()
                 self.uses_shared_memory = self._try_shared_memory()
         except BaseException:
             self.close()
@@ -191,7 +192,7 @@ class TritonEnginePair:
             known = ", ".join(sorted(name for name in states if name)) or "none"
             raise BadInput(
                 f"Triton server at {url} serves no model '{model}' (its models: {known}); write it with omc triton-repo "
-                "into the server's model repository, or pick another with --triton-model"
+                "into the server's model repository, or name one it serves (model_name)"
             )
         raise EngineUnavailable(f"model '{model}' on the Triton server at {url} is not ready (state {states[model]}); retry later")
 
@@ -277,6 +278,21 @@ class TritonEnginePair:
         self._all_slots.append(slot)
         return slot
 
+    def _register_again(self) -> None:
+        """Register every slot's regions anew (after the server dropped out and maybe restarted)."""
+        with self._lock:
+            try:
+                for slot in self._all_slots:
+                    for name, size in ((slot.input_name, slot.input_size), (slot.output_name, slot.output_size)):
+                        try:
+                            self._client.unregister_system_shared_memory(name)
+                        except self._exception_type():
+                            pass  # a restarted server does not know it
+                        self._client.register_system_shared_memory(name, "/" + name, size)
+            except self._exception_type() as exc:
+                raise self._error(exc, "registering shared memory with") from None
+            self._registration_stale = False
+
     def _release_region(self, name: str, handle: Any, client: Any = None) -> None:
         try:
             (client or self._client).unregister_system_shared_memory(name)
@@ -309,6 +325,8 @@ class TritonEnginePair:
         if self._client is None or self.meta is None:
             raise OmcError("this Triton engine pair is not open (open() it first, or it was closed)")
         self._check_feeds(images, tracklets)
+        if self._registration_stale:
+            self._register_again()
         start = time.perf_counter()
         results: list[Any] = [None] * len(images)
         errors: list[Any] = [None] * len(images)
@@ -339,6 +357,9 @@ class TritonEnginePair:
             frames = [self._outputs_of(result, slot, pool is not None) for result, slot, pool in zip(results, slots, tracklets)]
         except self._exception_type() as exc:
             raise self._error(exc, "sending a frame to") from None
+        except EngineUnavailable:
+            self._registration_stale = self.uses_shared_memory
+            raise
         finally:
             for slot in slots:
                 if slot is not None:
@@ -416,7 +437,7 @@ class TritonEnginePair:
             log.debug("closing the Triton client: %s", exc)
 
 
-def _import_shared_memory(triton_utils: Any) -> Any:
+def _import_shared_memory() -> Any:
     try:
         import tritonclient.utils.shared_memory as shared_memory
     except ImportError as exc:

@@ -217,13 +217,20 @@ def test_a_server_that_is_down_missing_model_or_other_export_is_one_clear_error(
 
 
 def test_a_server_that_stops_mid_stream_makes_the_frame_retryable(served: tuple[Path, Path, LocalTritonServer]) -> None:
+    """While the server is gone a frame raises EngineUnavailable; once one is back on the same
+    address the same tracker goes on (its shared memory registered again) with the same ids."""
     export, repository, _ = served
-    frames = generated_clip((320, 192), 2, seed=5)
+    frames = generated_clip(CLIP_SIZE, 4, seed=5)
+    with Tracker.from_engines(export, config=CONFIG) as local:
+        want = [snapshot(local.update(frame))[0] for frame in frames]
     with LocalTritonServer(repository, server_venv()) as server:
         tracker = Tracker.from_engines(export, backend="triton", url=server.url, config=CONFIG, timeout_s=10.0)
-        tracker.update(frames[0])
+        got = [snapshot(tracker.update(frame))[0] for frame in frames[:2]]
         server.stop()
         with pytest.raises(EngineUnavailable, match="unreachable"):
-            tracker.update(frames[1])
+            tracker.update(frames[2])
+        with LocalTritonServer(repository, server_venv(), port=server.port):
+            got += [snapshot(tracker.update(frame))[0] for frame in frames[2:]]
         tracker.close()
         tracker.close()
+    assert got == want and any(want)
