@@ -17,6 +17,7 @@ serving costs or gains on this machine, not a different engine).
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -33,6 +34,8 @@ from omc.runtime.tracker import Tracker
 log = logging.getLogger(__name__)
 
 MODES = ("local", "triton")
+# Not `omc bench`'s schema: `omc bench-report` leaves these results alone.
+RESULT_SCHEMA = "omc-bench-triton/1"
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ def benchmark(export: Path, url: str, config: TritonBenchConfig, tracker_config:
     """Interleaved local / Triton rounds on the same clips; the result as a JSON-ready dict."""
     from omc.benchmarks.clip import generated_clip
 
+    load_before = os.getloadavg()
     clips = [generated_clip(config.clip_size, config.frames, seed=stream) for stream in range(config.streams)]
     openers = {
         "local": lambda: Tracker.from_engines(export, config=tracker_config),
@@ -123,6 +127,9 @@ def benchmark(export: Path, url: str, config: TritonBenchConfig, tracker_config:
     }
     local, served = results["local"], results["triton"]
     return {
+        "schema": RESULT_SCHEMA,
+        # Load averages (1, 5, 15 min) before and after: on a shared machine they say how busy it was.
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "config": asdict(config),
         "tracker": tracker_config.to_dict(),
         "modes": {mode: {**asdict(r), "median_fps": r.median_fps} for mode, r in results.items()},

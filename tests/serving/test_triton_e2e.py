@@ -220,17 +220,17 @@ def test_a_server_that_stops_mid_stream_makes_the_frame_retryable(served: tuple[
     """While the server is gone a frame raises EngineUnavailable; once one is back on the same
     address the same tracker goes on (its shared memory registered again) with the same ids."""
     export, repository, _ = served
-    frames = generated_clip(CLIP_SIZE, 4, seed=5)
+    frames = generated_clip(CLIP_SIZE, 6, seed=0)
     with Tracker.from_engines(export, config=CONFIG) as local:
         want = [snapshot(local.update(frame))[0] for frame in frames]
     with LocalTritonServer(repository, server_venv()) as server:
         tracker = Tracker.from_engines(export, backend="triton", url=server.url, config=CONFIG, timeout_s=10.0)
-        got = [snapshot(tracker.update(frame))[0] for frame in frames[:2]]
+        got = [snapshot(tracker.update(frame))[0] for frame in frames[:3]]
         server.stop()
         with pytest.raises(EngineUnavailable, match="unreachable"):
-            tracker.update(frames[2])
+            tracker.update(frames[3])
         with LocalTritonServer(repository, server_venv(), port=server.port):
-            got += [snapshot(tracker.update(frame))[0] for frame in frames[2:]]
+            got += [snapshot(tracker.update(frame))[0] for frame in frames[3:]]
         tracker.close()
         tracker.close()
-    assert got == want and any(want)
+    assert got == want and any(want[:3]) and any(want[3:])
