@@ -177,6 +177,34 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _loads(values: list[float] | None) -> str:
+    return "?" if not values else ", ".join(f"{v:.1f}" for v in values)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The recorded result as a Markdown page: command, machine, load, server, table."""
+    environment = result["environment"]
+    cpu = environment["cpu"]
+    flags = ", ".join(name for name, present in cpu["flags"].items() if present) or "none of note"
+    config = result["config"]
+    load = result.get("load_average", {})
+    lines = [
+        "# Triton vs local backend",
+        "",
+        f"`{environment['command']}`",
+        "",
+        f"- CPU: {cpu['model']}, {cpu['usable_cores']} usable cores; flags: {flags}",
+        f"- load average (1, 5, 15 min) before: {_loads(load.get('before'))}, after: {_loads(load.get('after'))}",
+        f"- streams {config['streams']} x {config['frames']} frames x {config['rounds']} rounds per mode, "
+        f"clips {config['clip_size'][0]}x{config['clip_size'][1]}",
+    ]
+    if "server" in result:
+        server = result["server"]
+        lines.append(f"- server: {server['kind']}; ready in {server['startup_s']:.1f} s")
+    lines += ["", report(result), ""]
+    return "\n".join(lines)
+
+
 def check_export(export: Path) -> None:
     from omc import contract
 

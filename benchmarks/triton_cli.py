@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_bench_triton(args: argparse.Namespace) -> int:
     from omc.apps.cli import tracker_config_from_args
     from omc.benchmarks.environment import collect_environment
-    from omc.benchmarks.triton_bench import benchmark, check_export, report, run_with_local_server
+    from omc.benchmarks.triton_bench import benchmark, check_export, markdown, report, run_with_local_server
     from omc.files import replacing
 
     check_export(args.onnx)
@@ -64,8 +64,8 @@ def run_bench_triton(args: argparse.Namespace) -> int:
     if args.results is not None:
         with replacing(args.results) as temporary:
             temporary.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-        markdown = args.results.with_suffix(".md")
-        with replacing(markdown) as temporary:
-            temporary.write_text(f"# Triton vs local backend\n\n`{command}`\n\n{table}\n")
-        log.info("results written to %s and %s", args.results, markdown)
+        markdown_path = args.results.with_suffix(".md")
+        with replacing(markdown_path) as temporary:
+            temporary.write_text(markdown(result))
+        log.info("results written to %s and %s", args.results, markdown_path)
     return 0

@@ -332,6 +332,7 @@ class TritonEnginePair:
         errors: list[Any] = [None] * len(images)
         done = threading.Semaphore(0)
         slots: list[_Slot | None] = []
+        answered = False
         try:
             for index, (image, pool) in enumerate(zip(images, tracklets)):
                 slot = self._take_slot() if self.uses_shared_memory else None
@@ -354,15 +355,21 @@ class TritonEnginePair:
             for error in errors:
                 if error is not None:
                     raise self._error(error, "running a frame on")
+            answered = True
             frames = [self._outputs_of(result, slot, pool is not None) for result, slot, pool in zip(results, slots, tracklets)]
         except self._exception_type() as exc:
-            raise self._error(exc, "sending a frame to") from None
+            failure = self._error(exc, "sending a frame to")
+            if isinstance(failure, EngineUnavailable):
+                self._registration_stale = self.uses_shared_memory
+            raise failure from None
         except EngineUnavailable:
             self._registration_stale = self.uses_shared_memory
             raise
         finally:
+            # Slots of requests that may still be answered stay out of use (close() frees them).
+            settled = answered or all(r is not None or e is not None for r, e in zip(results, errors))
             for slot in slots:
-                if slot is not None:
+                if slot is not None and settled:
                     self._give_slot(slot)
         self.last_timings_ms = {DETECTOR_STAGE: (time.perf_counter() - start) * 1e3, RECHECK_STAGE: 0.0}
         return frames

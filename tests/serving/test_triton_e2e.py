@@ -17,6 +17,7 @@ a few hundred pixels. Measured here: identical to the last bit.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -234,3 +235,19 @@ def test_a_server_that_stops_mid_stream_makes_the_frame_retryable(served: tuple[
         tracker.close()
         tracker.close()
     assert got == want and any(want[:3]) and any(want[3:])
+
+
+def test_bench_triton_against_a_running_server(served: tuple[Path, Path, LocalTritonServer], tmp_path: Path) -> None:
+    export, _, server = served
+    results = tmp_path / "bench.json"
+    argv = ["bench-triton", "--onnx", str(export), "--url", server.url, "--streams", "2", "--frames", "2", "--rounds", "1",
+            "--conf-thres", str(CONFIG.conf_thres), "--results", str(results)]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(results.read_text())
+    for mode in ("local", "triton"):
+        assert len(result["modes"][mode]["frames_per_second"]) == 1 and result["modes"][mode]["median_fps"] > 0
+        assert 0 < result["modes"][mode]["latency_p50_ms"] <= result["modes"][mode]["latency_p99_ms"]
+    assert result["ratios"]["fps"] == pytest.approx(result["modes"]["triton"]["median_fps"] / result["modes"]["local"]["median_fps"])
+    # 2 streams x 2 frames were timed (after a warm-up round) through the server's detector.
+    assert sum(int(size) * count for size, count in result["detector_batches"].items()) == 4
+    assert "triton / local" in results.with_suffix(".md").read_text()
