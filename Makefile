@@ -15,7 +15,7 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 OMC         := $(VENV)/bin/omc
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
-EXTRAS      ?= export,eval,bench,rtx,dev
+EXTRAS      ?= export,eval,bench,rtx,triton,dev
 WEIGHTS     ?=
 IMG_SIZE    ?= 1088x608
 # One folder per model: a checkpoint's engines never mix with the random-weight ones (omc bench
@@ -29,8 +29,13 @@ VIDEO       ?=
 PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.installed
+# The Triton server of the end-to-end tests and the Triton benchmark: the tritonserver bundled by
+# nvidia-pytriton (Python backend only), in its own environment because PyTriton pins numpy < 2.
+# Its interpreter must be a shared-libpython build of Python 3.10-3.12 (the stubs PyTriton ships).
+TRITON_VENV  := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed
 
-.PHONY: setup live-deps test typecheck pytest export engines calib benchmark demo test-gpu clean
+.PHONY: setup live-deps test typecheck pytest triton-server export engines calib benchmark demo test-gpu clean
 
 setup: $(STAMP)
 
@@ -58,6 +63,13 @@ live-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(LIVE_PACKAGES) >/dev/null; }
 	@$(LIVE_PROBE) || { echo "GStreamer's RTSP server is still missing for /usr/bin/python3"; exit 1; }
 
+triton-server: $(TRITON_STAMP)
+
+$(TRITON_STAMP): Makefile
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q --retries 1 nvidia-pytriton==0.7.0 "numpy<2" "onnxruntime>=1.17"
+	touch $(TRITON_STAMP)
+
 typecheck: setup
 	$(PY) tests/typecheck/prepare_trt_stubs.py
 	$(PY) -m mypy
@@ -65,7 +77,7 @@ typecheck: setup
 
 # With the rtx extra installed, a TensorRT for RTX that does not import fails the engine-build
 # tests instead of skipping them (tests/paths.py: OMC_REQUIRE_RTX).
-pytest: setup
+pytest: setup triton-server
 	OMC_REQUIRE_RTX=$(if $(findstring rtx,$(EXTRAS)),1,0) $(PY) -m pytest $(PYTEST_ARGS)
 
 $(ENGINES)/export.json: | $(STAMP)
@@ -88,4 +100,4 @@ test-gpu: setup
 	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) engines runs .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(TRITON_VENV) engines runs .pytest_cache .mypy_cache

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("ort", "trt")
+BACKENDS = ("ort", "trt", "triton")
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 # The JSON Lines file's name in --out-dir.
 RECORDS_FILE = "tracks.jsonl"
@@ -124,12 +124,14 @@ def _register_track(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("sources", nargs="*", metavar="SOURCE", help="video file, image folder, MOTChallenge sequence folder, live URL or camera index")
     parser.add_argument("--streams", type=Path, default=None, metavar="FILE.toml", help="streams file: names, URLs and options per stream (see omc.apps.streams_file)")
-    parser.add_argument("--engines", required=True, type=Path, metavar="DIR", help="folder with export.json and the engines (omc export)")
+    parser.add_argument("--engines", type=Path, default=None, metavar="DIR",
+                        help="folder with export.json and the engines (omc export); with --backend triton optional: the served export must match it")
     parser.add_argument("--out", type=Path, default=None, metavar="RESULTS.txt", help="MOTChallenge results file (one SOURCE)")
     parser.add_argument("--out-dir", type=Path, default=None, metavar="DIR", help="folder for <stream>.txt per stream (several streams)")
     parser.add_argument("--jsonl", type=Path, default=None, metavar="FILE.jsonl", help="also write one JSON record per tracked frame of every stream (default with --out-dir: DIR/tracks.jsonl)")
     parser.add_argument("--id-labels", choices=ID_LABELS, default="int", help="ids in the JSON records: int (per stream, as in the results files) or stream ('door:3', unique across streams) (default: int)")
     parser.add_argument("--backend", choices=BACKENDS, default="ort", help="inference backend (default: ort)")
+    parser.add_argument("--url", default=None, metavar="HOST:PORT", help="gRPC address of the Triton server (--backend triton; omc triton-repo writes its repository)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="device / ONNX Runtime execution provider; auto: the CPU for ort, the GPU for trt (default: auto)")
     parser.add_argument("--save-video", type=Path, default=None, metavar="VIDEO.mp4", help="also write the frames with boxes, ids and trails (mp4v; one SOURCE); restored boxes are dashed")
@@ -155,8 +157,14 @@ def run_track(args: argparse.Namespace) -> int:
         raise BadInput(f"--frame-rate must be a positive number of frames per second, got {args.frame_rate}")
     if args.max_frames is not None and args.max_frames < 1:
         raise BadInput(f"--max-frames must be at least 1, got {args.max_frames}")
-    engines: Path = args.engines
-    if not (engines / contract.EXPORT_JSON).is_file():
+    engines: Path | None = args.engines
+    if args.backend == "triton" and args.url is None:
+        raise BadInput("--backend triton needs --url HOST:PORT of the Triton server's gRPC endpoint")
+    if args.backend != "triton" and args.url is not None:
+        raise BadInput(f"--url is for --backend triton, not {args.backend}")
+    if engines is None and args.backend != "triton":
+        raise BadInput(f"--backend {args.backend} needs --engines DIR (the output folder of omc export)")
+    if engines is not None and not (engines / contract.EXPORT_JSON).is_file():
         raise BadInput(f"--engines {engines} has no {contract.EXPORT_JSON}; point it at the output folder of omc export")
     if bool(args.sources) == (args.streams is not None):
         raise BadInput("give SOURCEs or --streams FILE (one of the two)")
@@ -170,10 +178,15 @@ def run_track(args: argparse.Namespace) -> int:
     _declare_run_files(args, engines, entries)
     outputs = _outputs(args, entries)
     specs = [replace(e.spec, keep_frames=e.spec.name in outputs.videos) for e in entries]
-    with StreamRuntime.from_engines(engines, specs, backend=args.backend, device=args.device, config=stream_config) as runtime:
+    options: dict[str, object] = {}
+    if args.backend == "triton":
+        # The server sends back only rows some stream's tracker could use.
+        floors = (min(s.tracker.conf_thres for s in specs), min(s.tracker.recheck_score_thres for s in specs))
+        options = {"url": args.url, "score_floors": floors}
+    with StreamRuntime.from_engines(engines, specs, backend=args.backend, device=args.device, config=stream_config, **options) as runtime:
         log.info(
-            "%d stream(s); engines %s (%s, %s)%s", len(specs), engines, args.backend, args.device,
-            "" if tracker_config.recheck else ", re-check off",
+            "%d stream(s); engines %s (%s, %s)%s", len(specs), engines if engines is not None else args.url,
+            args.backend, args.device, "" if tracker_config.recheck else ", re-check off",
         )  # fmt: skip
         summary = track_streams(runtime, outputs, progress=True)
     for line in summary_lines(summary):
@@ -208,13 +221,14 @@ def _entries_from_sources(
     return entries
 
 
-def _declare_run_files(args: argparse.Namespace, engines: Path, entries: Sequence["StreamEntry"]) -> None:
+def _declare_run_files(args: argparse.Namespace, engines: Path | None, entries: Sequence["StreamEntry"]) -> None:
     """Refuse (BadInput) any output that is an input of this run or another output, or not a regular file."""
     from omc import contract
     from omc.runtime.sources import open_source
 
     files = RunFiles()
-    files.read_all((engines / name for name in contract.ENGINE_FOLDER_FILES), "--engines")
+    if engines is not None:
+        files.read_all((engines / name for name in contract.ENGINE_FOLDER_FILES), "--engines")
     if args.streams is not None:
         files.read(args.streams, "--streams")
     for entry in entries:

@@ -21,10 +21,12 @@ from omc.errors import CheckFailed, OmcError, raised_by_interrupt
 COMMAND_MODULES: tuple[str, ...] = (
     "omc.export.cli",
     "omc.export.trt.cli",
+    "omc.export.triton.cli",
     "omc.apps.cli",
     "omc.calib.cli",
     "omc.benchmarks.cli",
     "omc.benchmarks.streams_cli",
+    "omc.benchmarks.triton_cli",
 )
 
 log = logging.getLogger("omc")

@@ -492,3 +492,100 @@ class BenchConfig:
         data["backends"] = list(self.backends)
         data["clip_size"] = list(self.clip_size)
         return data
+
+
+# Backends of a Triton repository's engine models: Triton's ONNX Runtime backend on the export's
+# ONNX files, Triton's TensorRT backend on `omc build`'s NVIDIA TensorRT plans, or ONNX Runtime
+# inside Triton's Python backend (servers without the ONNX Runtime backend, such as the one
+# PyTriton ships; the end-to-end tests use it).
+TRITON_PLATFORMS = ("onnxruntime_onnx", "tensorrt_plan", "python")
+# Where Triton places the engine models' instances: auto (a GPU when there is one), gpu, cpu.
+TRITON_INSTANCE_KINDS = ("auto", "gpu", "cpu")
+# How the triton backend sends tensors: system shared memory when the server is on this host,
+# else gRPC (auto); always shared memory (on, refused when the server cannot map it); never (off).
+TRITON_SHARED_MEMORY = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class TritonRepoConfig:
+    """How `omc triton-repo` writes a Triton model repository (our choices; see README, Triton)."""
+
+    # Backend of the detector and re-check models (TRITON_PLATFORMS).
+    platform: str = "onnxruntime_onnx"
+    # The model a client calls (one frame per request); the engines are <name>_detector and
+    # <name>_recheck, so several exports can share one repository.
+    model_name: str = "omc"
+    # Detector batch sizes the dynamic batcher aims for (empty: any size up to the export's max_batch).
+    preferred_batch_sizes: tuple[int, ...] = ()
+    # How long the detector's batcher may hold a request to fill a batch (microseconds): about a
+    # fifth of a detector run of the L model on a data-centre GPU, so a lone stream loses little.
+    max_queue_delay_us: int = 2000
+    # Instances of each engine model (instance_group count) and where they run.
+    detector_instances: int = 1
+    recheck_instances: int = 1
+    instance_kind: str = "auto"
+    # Instances of the frame model: each runs one frame at a time, so this many frames (of
+    # different streams) can wait in the detector's batcher together; the default export's max_batch.
+    frame_instances: int = 4
+
+    def __post_init__(self) -> None:
+        if self.platform not in TRITON_PLATFORMS:
+            raise BadInput(f"--platform must be one of {', '.join(TRITON_PLATFORMS)}, got '{self.platform}'")
+        if self.instance_kind not in TRITON_INSTANCE_KINDS:
+            raise BadInput(f"--instance-kind must be one of {', '.join(TRITON_INSTANCE_KINDS)}, got '{self.instance_kind}'")
+        if not self.model_name or not all(c.isalnum() or c in "_-" for c in self.model_name):
+            raise BadInput(f"--model-name must be letters, digits, '_' or '-', got '{self.model_name}'")
+        if self.max_queue_delay_us < 0:
+            raise BadInput(f"--max-queue-delay-us must be 0 or more, got {self.max_queue_delay_us}")
+        if any(size < 1 for size in self.preferred_batch_sizes):
+            raise BadInput(f"--preferred-batch-sizes must be 1 or more, got {list(self.preferred_batch_sizes)}")
+        for name in ("detector_instances", "recheck_instances", "frame_instances"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"TritonRepoConfig.{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TritonClientConfig:
+    """How the `triton` backend talks to a Triton server (omc.runtime.backends.triton)."""
+
+    # gRPC address of the server (host:port; Triton's default gRPC port is 8001).
+    url: str = "127.0.0.1:8001"
+    # The model `omc triton-repo` wrote (TritonRepoConfig.model_name).
+    model_name: str = "omc"
+    # TRITON_SHARED_MEMORY: auto uses system shared memory when the url names this host
+    # (127.0.0.1, localhost, ::1) and falls back to gRPC when the server cannot map it.
+    shared_memory: str = "auto"
+    # A request still unanswered after this long fails the frame as an unavailable server (seconds).
+    timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.shared_memory not in TRITON_SHARED_MEMORY:
+            raise BadInput(f"shared_memory must be one of {', '.join(TRITON_SHARED_MEMORY)}, got '{self.shared_memory}'")
+        if not self.url or "://" in self.url:
+            raise BadInput(f"--url must be host:port of the server's gRPC endpoint (no scheme), got '{self.url}'")
+        if not self.timeout_s > 0:
+            raise BadInput(f"timeout_s must be positive, got {self.timeout_s}")
+
+
+@dataclass(frozen=True)
+class TritonBenchConfig:
+    """What `omc bench-triton` measures (benchmarks/triton_bench.py; our choices)."""
+
+    # Concurrent streams, each its own tracker and thread, and frames per stream and round.
+    streams: int = 4
+    frames: int = 16
+    # Rounds per mode, the modes alternating (local, triton, triton, local, ...).
+    rounds: int = 3
+    # (width, height) of the generated clips (benchmarks/clip.py), letterboxed to the export's size.
+    clip_size: tuple[int, int] = (640, 360)
+    # The detector's batching window of the repository written for a local server (microseconds).
+    max_queue_delay_us: int = 2000
+
+    def __post_init__(self) -> None:
+        for name in ("streams", "frames", "rounds"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"TritonBenchConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if min(self.clip_size) < 1:
+            raise BadInput(f"clip size {self.clip_size[0]}x{self.clip_size[1]} must be positive")
+        if self.max_queue_delay_us < 0:
+            raise BadInput(f"--max-queue-delay-us must be 0 or more, got {self.max_queue_delay_us}")

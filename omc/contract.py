@@ -43,6 +43,24 @@ DETECTOR_OUTPUTS: tuple[str, ...] = DETECTOR_CORE_OUTPUTS + (RECHECK_FEATURES, R
 RECHECK_INPUTS: tuple[str, ...] = RECHECK_FEEDS_FROM_DETECTOR + (TRACKLETS,)
 RECHECK_OUTPUTS: tuple[str, ...] = (TRANS_BOXES, TRANS_SCORES, TRANS_EMBEDDINGS, RECHECK_HEATMAP)
 
+# What the host post-processing reads of each engine (frame_detections): all a remote server
+# needs to send back; the maps and the heat map stay with the engines.
+HOST_DETECTOR_OUTPUTS: tuple[str, ...] = (DET_BOXES, DET_SCORES, DET_DENSITY, DET_EMBEDDINGS)
+HOST_RECHECK_OUTPUTS: tuple[str, ...] = (TRANS_BOXES, TRANS_SCORES, TRANS_EMBEDDINGS)
+
+# A Triton model repository (`omc triton-repo`, read by omc.runtime.backends.triton). The model a
+# client calls runs one frame: `images` [1, H, W, 3], optional `tracklets` [n, E] and optional
+# SCORE_FLOORS float32 [2] (detector, re-check): candidate and peak rows scoring at or below
+# their floor are not sent back (the tracker drops them anyway: conf_thres, recheck_score_thres).
+TRITON_MODEL = "omc"
+TRITON_DETECTOR_SUFFIX = "_detector"
+TRITON_RECHECK_SUFFIX = "_recheck"
+SCORE_FLOORS = "score_floors"
+# config.pbtxt parameters: the export.json the engines came from (in every model of the export),
+# and the frame model's wiring (JSON: model and tensor names).
+TRITON_EXPORT_PARAMETER = "omc_export_json"
+TRITON_WIRING_PARAMETER = "omc_wiring"
+
 BATCH_AXIS = "B"
 TRACKLET_AXIS = "n"
 
@@ -260,3 +278,29 @@ class EngineMeta:
             return cls.from_dict(data)
         except BadInput as exc:
             raise BadInput(f"{path}: {exc}") from None
+
+
+def frame_model_specs(meta: EngineMeta) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of a Triton repository's frame model (one frame per request).
+
+    Inputs: images uint8 [1, H, W, 3]; with a re-check, tracklets float32 [n, E] (optional);
+    SCORE_FLOORS float32 [2] (optional). Outputs: HOST_DETECTOR_OUTPUTS as [1, k, ...] and, with
+    a re-check, HOST_RECHECK_OUTPUTS as [1, p, ...]: the rows above the floors (k <= K, p <= P;
+    p = 0 when no tracklets were sent).
+    """
+    height, width = meta.input_hw
+    inputs = [TensorSpec(IMAGES, "uint8", (1, height, width, 3))]
+    if meta.has_recheck:
+        inputs.append(TensorSpec(TRACKLETS, "float32", (TRACKLET_AXIS, meta.embedding_dim)))
+    inputs.append(TensorSpec(SCORE_FLOORS, "float32", (2,)))
+    detector = meta.detector_outputs()
+    outputs = [_rows_of_one_frame(detector[name], "k") for name in HOST_DETECTOR_OUTPUTS]
+    if meta.has_recheck:
+        recheck = meta.recheck_outputs()
+        outputs += [_rows_of_one_frame(recheck[name], "p") for name in HOST_RECHECK_OUTPUTS]
+    return inputs, outputs
+
+
+def _rows_of_one_frame(spec: TensorSpec, rows: str) -> TensorSpec:
+    """`spec` ([B or 1, K or P, ...]) for one frame with a variable row count: [1, rows, ...]."""
+    return TensorSpec(spec.name, spec.dtype, (1, rows) + tuple(spec.shape[2:]))

@@ -30,7 +30,8 @@ class EngineMismatch(OmcError):
 
 
 class EngineUnavailable(OmcError):
-    """A remote engine server is unreachable or not ready; retryable (a stream waits and tries again)."""
+    """A remote engine server (Triton) is unreachable or not ready yet: retryable, like a live
+    source that dropped out. A server that answers with the wrong model is an EngineMismatch."""
 
 
 class MissingDependency(OmcError):

@@ -209,14 +209,15 @@ class StreamRuntime:
     @classmethod
     def from_engines(
         cls,
-        engine_dir: str | Path,
+        engine_dir: str | Path | None,
         streams: Iterable[StreamSpec] = (),
         backend: str = "ort",
         device: str = "auto",
         config: StreamConfig = StreamConfig(),
         **options: Any,
     ) -> "StreamRuntime":
-        """Open the engines in `engine_dir` (see omc.runtime.backends.open_engine_pair) and track `streams`."""
+        """Open the engines (see omc.runtime.backends.open_engine_pair: an engine folder for "ort" and
+        "trt"; for "triton" a `url` option, the folder optional) and track `streams`."""
         from omc.runtime.backends import open_engine_pair
 
         engines, meta = open_engine_pair(engine_dir, backend=backend, device=device, **options)

@@ -40,7 +40,7 @@ import numpy.typing as npt
 
 from omc.config import TrackerConfig
 from omc.contract import EngineMeta
-from omc.errors import OmcError
+from omc.errors import BadInput, OmcError
 from omc.runtime.assign import cosine_distance, gate_and_fuse_motion, iou_distance, linear_assignment
 from omc.runtime.boxes import tlwh_to_xyxy, xyah_to_tlwh, xyah_to_xyxy
 from omc.runtime.detections import FrameDetections, frame_detections, unit_rows
@@ -103,6 +103,8 @@ class Tracker:
         self.max_time_lost = config.max_time_lost(self.frame_rate)
         self.kalman = KalmanFilter()
         self._owned: list[Any] = []
+        # An engine pair this tracker opened (from_engines with a pair backend such as "triton").
+        self._owned_pair: EnginePair | None = None
         for backend in (detector, self.recheck):
             if backend is not None and getattr(backend, "is_active", True) is False:
                 backend.activate()  # type: ignore[attr-defined]
@@ -123,7 +125,7 @@ class Tracker:
     @classmethod
     def from_engines(
         cls,
-        engine_dir: str | Path,
+        engine_dir: str | Path | None,
         backend: str = "ort",
         device: str = "auto",
         config: TrackerConfig = TrackerConfig(),
@@ -132,12 +134,23 @@ class Tracker:
     ) -> "Tracker":
         """Open the engines in `engine_dir` (export.json + ONNX files or TensorRT plans) and track with them.
 
-        backend: "ort" (ONNX Runtime) or "trt" (TensorRT). device: "auto" (the CPU for ONNX
-        Runtime, the first CUDA GPU for TensorRT), "cpu", "cuda" or "tensorrt" (ONNX Runtime's
-        execution providers), "cuda:N" (TensorRT's GPU). options: passed to the backend (e.g.
-        intra_op_threads). `close()` releases the engines.
+        backend: "ort" (ONNX Runtime), "trt" (TensorRT) or "triton" (a Triton server: options
+        url=..., see open_engine_pair; engine_dir may then be None, else the served export must
+        match it; rows below this config's thresholds stay on the server). device: "auto" (the
+        CPU for ONNX Runtime, the first CUDA GPU for TensorRT), "cpu", "cuda" or "tensorrt" (ONNX
+        Runtime's execution providers), "cuda:N" (TensorRT's GPU). options: passed to the
+        backend (e.g. intra_op_threads). `close()` releases the engines.
         """
-        from omc.runtime.backends import open_engines
+        from omc.runtime.backends import PAIR_BACKENDS, open_engine_pair, open_engines
+
+        if backend in PAIR_BACKENDS:
+            options.setdefault("score_floors", (config.conf_thres, config.recheck_score_thres))
+            pair, pair_meta = open_engine_pair(engine_dir, backend=backend, device=device, **options)
+            tracker = cls.with_engines(pair, pair_meta, config, frame_rate)
+            tracker._owned_pair = pair
+            return tracker
+        if engine_dir is None:
+            raise BadInput(f"backend '{backend}' needs the engine folder (omc export or omc build output)")
 
         detector, recheck, meta = open_engines(engine_dir, backend=backend, device=device, **options)
         tracker = cls(detector, recheck, meta, config, frame_rate)
@@ -176,10 +189,13 @@ class Tracker:
         self.last_detections = None
 
     def close(self) -> None:
-        """Deactivate the backends this tracker opened or activated."""
+        """Deactivate the backends (or close the engine pair) this tracker opened or activated."""
         for backend in self._owned:
             backend.deactivate()
         self._owned = []
+        if self._owned_pair is not None:
+            self._owned_pair.close()
+            self._owned_pair = None
 
     def __enter__(self) -> "Tracker":
         return self

@@ -1,4 +1,4 @@
-"""Inference backends: ONNX Runtime, TensorRT, or any object with infer(feeds) -> outputs.
+"""Inference backends: ONNX Runtime, TensorRT, a Triton server, or any object with infer(feeds) -> outputs.
 
 `open_engines(engine_dir)` reads export.json and opens the detector and (when exported) the
 re-check engine with the chosen backend, checked against export.json and activated. The backend
@@ -9,6 +9,7 @@ onnxruntime nor TensorRT.
 from __future__ import annotations
 
 import importlib
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +19,11 @@ from omc.errors import BadInput, OmcError
 from omc.runtime.backends.base import Backend, batch_item
 
 if TYPE_CHECKING:
-    from omc.runtime.engines import BackendPair
+    from omc.runtime.engines import EnginePair
 
+# Backends of open_engines (one runner per engine); open_engine_pair also takes PAIR_BACKENDS.
 BACKENDS = ("ort", "trt")
+PAIR_BACKENDS = ("triton",)
 # The device "auto" means: ONNX Runtime on the CPU, TensorRT on the first CUDA GPU.
 AUTO_DEVICE = "auto"
 DEFAULT_DEVICES = {"ort": "cpu", "trt": "cuda"}
@@ -73,6 +76,8 @@ def open_engines(
     Returns (detector, recheck or None for an export without the re-check network, meta).
     Deactivate both when done (or use each as a context manager).
     """
+    if backend in PAIR_BACKENDS:
+        raise BadInput(f"backend '{backend}' runs both engines in one request: open it with open_engine_pair")
     if backend not in BACKENDS:
         raise BadInput(f"backend '{backend}' is not one of {', '.join(BACKENDS)}")
     if device == AUTO_DEVICE:
@@ -95,16 +100,43 @@ def open_engines(
 
 
 def open_engine_pair(
-    engine_dir: str | Path, backend: str = "ort", device: str = AUTO_DEVICE, **options: Any
-) -> tuple["BackendPair", EngineMeta]:
-    """The engines of one export as an activated `EnginePair` (see `open_engines` for the arguments).
+    engine_dir: str | Path | None, backend: str = "ort", device: str = AUTO_DEVICE, **options: Any
+) -> tuple["EnginePair", EngineMeta]:
+    """The engines of one export as an open `EnginePair`: (pair, meta); `pair.close()` releases them.
 
-    Returns (pair, meta); `pair.close()` deactivates both engines.
+    backend "ort" / "trt": see `open_engines` (engine_dir required). backend "triton": the
+    engines served by a Triton server from a repository of `omc triton-repo`; meta comes from the
+    server, and when engine_dir is given the served export must equal its export.json
+    (EngineMismatch otherwise). Options: url (host:port, gRPC), model_name, shared_memory
+    ("auto", "on", "off"), timeout_s (see TritonClientConfig), score_floors ((detector,
+    re-check) scores at or below which rows are not sent back; normally the tracker's
+    (conf_thres, recheck_score_thres); default: every row). device must stay "auto" (the server
+    places its engines). An unreachable or not-ready server raises EngineUnavailable (retryable).
     """
+    if backend == "triton":
+        return _open_triton(engine_dir, device, dict(options))
     from omc.runtime.engines import BackendPair
 
+    if engine_dir is None:
+        raise BadInput(f"backend '{backend}' needs the engine folder (omc export or omc build output)")
     detector, recheck, meta = open_engines(engine_dir, backend=backend, device=device, **options)
     return BackendPair(detector, recheck), meta
 
 
-__all__ = ["AUTO_DEVICE", "BACKENDS", "Backend", "DEFAULT_DEVICES", "batch_item", "open_engine_pair", "open_engines"]
+def _open_triton(engine_dir: str | Path | None, device: str, options: dict[str, Any]) -> tuple["EnginePair", EngineMeta]:
+    from omc.config import TritonClientConfig
+    from omc.runtime.backends.triton import TritonEnginePair
+
+    if device != AUTO_DEVICE:
+        raise BadInput(f"backend 'triton' runs the engines where the server placed them; leave the device at auto, not '{device}'")
+    score_floors = options.pop("score_floors", None)
+    try:
+        config = TritonClientConfig(**options)
+    except TypeError:
+        known = ", ".join(f.name for f in fields(TritonClientConfig))
+        raise BadInput(f"backend 'triton' takes the options {known}, score_floors; got {', '.join(sorted(options))}") from None
+    expected = EngineMeta.load(engine_dir) if engine_dir is not None else None
+    return TritonEnginePair.open_pair(config, expected, score_floors)
+
+
+__all__ = ["AUTO_DEVICE", "BACKENDS", "PAIR_BACKENDS", "Backend", "DEFAULT_DEVICES", "batch_item", "open_engine_pair", "open_engines"]

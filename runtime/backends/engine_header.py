@@ -162,7 +162,9 @@ def covers_gpu(header: EngineHeader, compute_capability: tuple[int, int]) -> boo
     return header.portable and newest is not None and tuple(compute_capability) > newest
 
 
-def _export_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+def export_differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """One line per export.json key whose value differs ("key: <recorded> in the engine, <current>
+    in export.json"), sorted by key; empty when they agree."""
     # JSON round trip so tuples and lists, ints and floats compare as export.json stores them.
     left = json.loads(json.dumps(dict(recorded), sort_keys=True))
     right = json.loads(json.dumps(dict(current), sort_keys=True))
@@ -215,7 +217,7 @@ def check_header(
                 f"here, or build with full TensorRT on this host: {rebuild_command(plan_path, EDITION_TENSORRT, None, header.onnx_dir)}"
             )
         raise refuse(problem, gpu_target=target if edition == EDITION_RTX else None)
-    differences = _export_differences(header.export, meta.to_dict())
+    differences = export_differences(header.export, meta.to_dict())
     if differences:
         raise refuse(f"was built from a different export ({'; '.join(differences[:3])})")
     if len(plan) != header.plan_bytes or plan_sha256(plan) != header.plan_sha256:

@@ -26,6 +26,7 @@ SCRIPT = textwrap.dedent(
     import omc.runtime.tracker
     import omc.runtime.backends
     import omc.runtime.backends.onnxrt
+    import omc.runtime.backends.triton
     from omc.runtime.tracker import Tracker
     from omc.contract import EngineMeta
 

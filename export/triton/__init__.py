@@ -1,0 +1,1 @@
+"""Triton Inference Server model repositories of omc's engines (`omc triton-repo`)."""
