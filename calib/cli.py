@@ -150,7 +150,7 @@ def run_report(args: argparse.Namespace) -> int:
     print(drift.table())
     if args.json is not None:
         args.json.write_text(json.dumps({"speed": speed.to_dict(), "drift": drift.to_dict(), "int8": record}, indent=2) + "\n")
-    problems = drift.violations(config)
+    problems = drift.violations()
     if problems:
         raise CheckFailed("INT8 drift outside the bounds: " + "; ".join(problems))
     sys.stdout.flush()

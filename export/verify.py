@@ -32,13 +32,12 @@ from omc.export.comparison import (
     ComparisonMode,
     ComparisonStats,
     NoiseFloor,
-    OutputStats,
-    Tolerance,
     compare_detector,
     compare_recheck,
     detector_noise,
     heatmap_noise,
 )
+from omc.export.judge import Bounds, OutputStats
 from omc.export.model import OMCNetwork
 from omc.export.reference_path import ReferenceFrame, ReferenceHeatmap, reference_detector, reference_heatmap
 from omc.export.verify_inputs import build_tracklets
@@ -73,7 +72,7 @@ class VerifyReport:
 
     precision: str
     mode: ComparisonMode
-    tolerance: Tolerance
+    tolerance: Bounds
     noise: NoiseFloor
     frames: int
     tracklet_counts: tuple[int, ...]
@@ -101,7 +100,7 @@ class VerifyReport:
         ]
         for s in self.stats:
             worst = "-" if s.worst is None else f"{s.worst:.4g}"
-            bound = (">=" if s.higher_is_better else "<=") + f"{s.limit:.4g}"
+            bound = str(s.limit)
             max_abs, max_rel = (f"{s.max_abs:.3g}", f"{s.max_rel:.3g}") if s.has_errors else ("-", "-")
             notes = f"  ({'; '.join(s.notes[:NOTES_SHOWN])})" if s.notes else ""
             lines.append(
