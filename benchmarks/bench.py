@@ -1,9 +1,11 @@
 """`omc bench` end to end: export if needed, time every backend, measure the ceiling and the host.
 
 `run_benchmark(config, setup, command)` returns one result dict (omc.benchmarks.report's
-schema). Order of work: the export (made when absent), FLOPs of its graphs, each backend over
-the same frames (torch, ort, ort-int8, trt as asked; one that cannot run here is skipped with
-one line and a recorded reason), the sgemm ceiling, then the host post-processing workload.
+schema). Order of work: the export (made when absent), FLOPs of its graphs, every backend opened
+(torch, ort, ort-int8, trt as asked; one that cannot run here is skipped with one line and a
+recorded reason), then all of them timed together over the same frames, interleaved frame by
+frame (omc.benchmarks.runner) with the machine's load average recorded before and after, the
+sgemm ceiling, then the host post-processing workload.
 
 Threads: ONNX Runtime's intra-op pool and torch.set_num_threads get the same count. NumPy's BLAS
 is limited to one thread for the whole run (threadpoolctl, when installed): the host code's
@@ -32,6 +34,7 @@ from omc.config import BenchConfig, ExportConfig, TrackerConfig
 from omc.contract import EngineMeta
 from omc.errors import BadInput, MissingDependency, OmcError
 from omc.files import file_sha256
+from omc.machine import load_average
 
 from omc.benchmarks import flops as flop_count
 from omc.benchmarks.ceiling import CeilingResult, blas_threads, measure_ceiling, measure_gpu_ceiling
@@ -40,7 +43,8 @@ from omc.benchmarks.environment import collect_environment
 from omc.benchmarks.hostpost import measure_host
 from omc.benchmarks.pipelines import EnginePipeline, FramePipeline, TorchPipeline
 from omc.benchmarks.report import GPU_BACKENDS, RESULT_SCHEMA, REFERENCE_BACKEND, speedup
-from omc.benchmarks.runner import run_backend
+from omc.benchmarks.pipelines import FrameBGR
+from omc.benchmarks.runner import run_backends
 
 if TYPE_CHECKING:
     from omc.export.checkpoint import LoadedCheckpoint
@@ -398,9 +402,7 @@ def run_benchmark(
         torch_threads = _set_torch_threads(threads)
         flops = model_flops(setup.onnx_dir, meta, counts, config.headline_tracklets)
         clip = None if setup.source is not None else generated_clip(config.clip_size, seed=config.seed)
-        backends: dict[str, Any] = {}
-        for backend in config.backends:
-            backends[backend] = _run_one(backend, setup, meta, threads, tracker_config, loaded, clip, config)
+        backends, load = _run_backends(setup, meta, threads, tracker_config, loaded, clip, config)
         log.info("ceiling: float32 %d^3 matrix product, %d threads", config.ceiling_size, threads)
         ceiling = measure_ceiling(config.ceiling_size, threads, config.ceiling_repeats, config.seed)
         gpu_ceiling = _gpu_ceiling(backends, config)
@@ -418,6 +420,8 @@ def run_benchmark(
         "onnx_dir": str(setup.onnx_dir),
         "engine_precision": setup.precision,
         "input_size": f"{meta.input_hw[1]}x{meta.input_hw[0]}",
+        # 1, 5 and 15 minute load averages around the timed (interleaved) frames.
+        "load_average": load,
     })  # fmt: skip
     for backend_name, backend in backends.items():
         if backend.get("status") != "ok":
@@ -475,28 +479,48 @@ def _set_torch_threads(threads: int) -> int | None:
     return int(torch.get_num_threads())
 
 
-def _run_one(
-    backend: str, setup: BenchSetup, meta: EngineMeta, threads: int, tracker_config: TrackerConfig,
-    loaded: Any, clip: list[np.ndarray] | None, config: BenchConfig,
-) -> dict[str, Any]:
+def _run_backends(
+    setup: BenchSetup, meta: EngineMeta, threads: int, tracker_config: TrackerConfig, loaded: Any,
+    clip: list[np.ndarray] | None, config: BenchConfig,
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Open every backend (skipping those that cannot run here), time them together, close them.
+
+    Returns (name -> summary or {"status": "skipped", "reason"}, in config.backends order;
+    {"before": [1, 5, 15 min], "after": [...]} load averages around the timed frames).
+    """
+    pipelines: dict[str, FramePipeline] = {}
+    skipped: dict[str, dict[str, Any]] = {}
     try:
-        pipeline = open_pipeline(backend, setup, meta, threads, tracker_config, loaded, config.clip_size, config.seed)
-    except (BackendUnavailable, MissingDependency) as exc:
-        log.warning("%s: skipped: %s", backend, exc)
-        return {"status": "skipped", "reason": str(exc)}
-    source = setup.source
-    frames: Callable[[], Iterator[np.ndarray]] = (
-        (lambda: cycle_frames(clip)) if clip is not None else (lambda: source_frames(source))  # type: ignore[arg-type]
-    )
-    log.info("%s: %d warm-up + %d timed frames, tracklets %s, batches %s", backend, config.warmup, config.frames,
-             list(config.tracklet_counts), list(config.batch))
-    try:
-        with _progress(2 * (config.warmup + config.frames), backend) as progress:
-            run = run_backend(pipeline, frames, config, progress)
+        for backend in config.backends:
+            try:
+                pipelines[backend] = open_pipeline(backend, setup, meta, threads, tracker_config, loaded,
+                                                   config.clip_size, config.seed)  # fmt: skip
+            except (BackendUnavailable, MissingDependency) as exc:
+                log.warning("%s: skipped: %s", backend, exc)
+                skipped[backend] = {"status": "skipped", "reason": str(exc)}
+        source = setup.source
+        frames: Callable[[], Iterator[FrameBGR]] = (
+            (lambda: cycle_frames(clip)) if clip is not None else (lambda: source_frames(source))  # type: ignore[arg-type]
+        )
+        log.info("%s: %d warm-up + %d timed frames each, interleaved; tracklets %s, batches %s", ", ".join(pipelines),
+                 config.warmup, config.frames, list(config.tracklet_counts), list(config.batch))  # fmt: skip
+        before = load_average()
+        with _progress(2 * len(pipelines) * (config.warmup + config.frames), "bench") as progress:
+            runs = run_backends(pipelines, frames, config, progress)
+        after = load_average()
     finally:
-        pipeline.close()
-    summary = run.summary(config.headline_tracklets if pipeline.has_recheck else 0)
-    summary["description"] = pipeline.description
-    total = summary["stages"]["total"]
-    log.info("%s: %.1f ms per frame (median; p90 %.1f), %.2f FPS", backend, total["median_ms"], total["p90_ms"], summary["fps"])
-    return summary
+        for pipeline in pipelines.values():
+            pipeline.close()
+    backends: dict[str, Any] = {}
+    for backend in config.backends:
+        if backend in skipped:
+            backends[backend] = skipped[backend]
+            continue
+        pipeline = pipelines[backend]
+        summary = runs[backend].summary(config.headline_tracklets if pipeline.has_recheck else 0)
+        summary["description"] = pipeline.description
+        total = summary["stages"]["total"]
+        log.info("%s: %.1f ms per frame (median; p90 %.1f), %.2f FPS", backend, total["median_ms"], total["p90_ms"],
+                 summary["fps"])  # fmt: skip
+        backends[backend] = summary
+    return backends, {"before": list(before), "after": list(after)}

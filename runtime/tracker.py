@@ -260,9 +260,14 @@ class Tracker:
             pool = pool[: self.meta.max_tracklets]
         return pool
 
-    def _tracklet_pool(self) -> list[Tracklet]:
-        """The re-check's tracklets (see `_pool_slots`) as views, for callers that feed another re-check."""
-        return [Tracklet(self._table, slot) for slot in self._pool_slots().tolist()]
+    def tracklet_features(self) -> npt.NDArray[np.float32]:
+        """The re-check's tracklets now: float32 [n, E] smoothed unit embeddings (a new array) of the
+        tracked, confirmed tracks with a stored feature, in list order, at most meta.max_tracklets.
+
+        What `update` sends to the re-check engine; for callers that run a re-check of their own
+        (the benchmark's PyTorch path) and then call `update_from_detections`.
+        """
+        return self._table.smooth_feature[self._pool_slots()]
 
     def _recheck_step(self, detector_outputs: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """Run the re-check on this frame's tracklets; None when it is off or there are none."""
