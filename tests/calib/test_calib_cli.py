@@ -84,13 +84,16 @@ def test_quantize_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     printed = capsys.readouterr().out
     expected = drift_on_holdout(tiny_export(), out, tiny_calibration())
     assert expected.violations() == [] and status == 0  # within the drift bounds, so the report passes
-    for line in ("cpu flags         avx2=", "detector fp32", "detector int8", "speed-up", "ID map cosine"):
+    for line in ("cpu flags         avx2=", "detector fp32", "detector int8", "speed-up", "ID map cosine",
+                 "drift below: the INT8 graphs in this CPU's integer kernels (cpu flags above)",
+                 "quantization alone (the graphs as written, float kernels: the same on every CPU): median box error"):
         assert line in printed
     figures = json.loads(report_json.read_text())
     assert len(figures["speed"]["float_ms"]) == len(figures["speed"]["int8_ms"]) == 2
     assert figures["speed"]["speedup"] == pytest.approx(figures["speed"]["float_median_ms"] / figures["speed"]["int8_median_ms"])
     assert figures["drift"]["frames"] == expected.frames
     assert figures["drift"]["id_map_cosine_mean"] == pytest.approx(expected.id_map_cosine_mean)
+    assert 0 < figures["drift_as_written"]["box_error_px_median"] < 6  # quantized, within the bounds
     assert figures["int8"]["target"] == "cpu"
 
 
