@@ -15,11 +15,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from calib_exports import TINY_CALIB, tiny_calibration, tiny_export, tiny_int8
+from calib_exports import TINY_CALIB, tiny_calibration, tiny_drift, tiny_export, tiny_int8
 from paths import rtx_or_skip
 from omc import contract
 from omc.calib.dataset import CalibrationSet
-from omc.calib.drift import DriftReport, drift_on_holdout
+from omc.calib.drift import DriftReport
 from omc.calib.quantize import RANGES_DIR, prepare_graph, quantize_engines
 from omc.contract import EngineMeta
 from omc.errors import BadInput
@@ -207,8 +207,8 @@ def test_int8_graphs_run_in_onnx_runtime_within_the_drift_bounds(target: str) ->
         detector.deactivate()
         if recheck is not None:
             recheck.deactivate()
-    kernels: DriftReport = drift_on_holdout(tiny_export(), tiny_int8()[target], tiny_calibration(), TINY_CALIB)
-    written = drift_on_holdout(tiny_export(), tiny_int8()[target], tiny_calibration(), TINY_CALIB, integer_kernels=False)
+    kernels: DriftReport = tiny_drift(target)
+    written: DriftReport = tiny_drift(target, integer_kernels=False)
     for report in (kernels, written):
         assert report.frames == 4 and report.recheck_samples == 4
         assert report.violations() == [], report.table()  # the "int8-drift" bounds of the one table
