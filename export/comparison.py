@@ -178,6 +178,15 @@ class ComparisonStats:
 # --- the detector -----------------------------------------------------------------------------------
 
 
+def _judge_kept(entry: OutputStats, required: I64, found: I64, what: str) -> None:
+    """Fold the share of the `required` reference rows (cells) that are among `found` into
+    `entry` (1 when none is required), noting how many are missing."""
+    kept = float(np.isin(required, found).mean()) if required.size else 1.0
+    entry.judge(kept)
+    if kept < 1.0:
+        entry.note(f"{int(round((1 - kept) * required.size))} of {required.size} clear {what} missing")
+
+
 def judge_boxes(entry: OutputStats, engine: F32, reference: F32, tol: Bounds) -> None:
     """Fold [..., 4] engine corners vs reference corners into `entry` (share within the limits)."""
     entry.add_errors(engine, reference)
@@ -201,11 +210,7 @@ def compare_detector(engine: Mapping[str, np.ndarray], item: int, ref: Reference
     engine_rows, pool_rows = pair_rows(boxes, scores, ref.corners[pool], ref.scores[pool], tol)
     ref_rows = pool[pool_rows]
     required = ranked[ref.scores[ranked] > kth + tol.tie_band]
-    kept = float(np.isin(required, ref_rows).mean()) if required.size else 1.0
-    entry = stats.get("det top-K (kept)", "kept")
-    entry.judge(kept)
-    if kept < 1.0:
-        entry.note(f"{int(round((1 - kept) * required.size))} of {required.size} clear rows missing")
+    _judge_kept(stats.get("det top-K (kept)", "kept"), required, ref_rows, "rows")
     entry = stats.get("det top-K (unpaired)", "extra")
     entry.judge(1.0 - len(engine_rows) / topk)
     if np.any(np.diff(scores) > 0):
@@ -310,11 +315,7 @@ def compare_recheck(
     # An engine peak is valid where the reference has a peak within the tie band, high enough.
     valid = (ref_flat[cells] >= neighbours[cells] - tol.tie_band) & (ref_flat[cells] >= pth - tol.tie_band)
     clear = np.flatnonzero((suppressed > pth + tol.tie_band) & (ref_flat > neighbours + tol.tie_band))
-    kept = float(np.isin(clear, cells).mean()) if clear.size else 1.0
-    ranked_stats = stats.get("trans top-P (kept)", "kept")
-    ranked_stats.judge(kept)
-    if kept < 1.0:
-        ranked_stats.note(f"{int(round((1 - kept) * clear.size))} of {clear.size} clear peaks missing")
+    _judge_kept(stats.get("trans top-P (kept)", "kept"), clear, cells, "peaks")
     extra_stats = stats.get("trans top-P (unpaired)", "extra")
     unpaired = (len(positive) - int(valid.sum())) / max(len(positive), 1)
     extra_stats.judge(unpaired)

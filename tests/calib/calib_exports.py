@@ -13,9 +13,6 @@
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,15 +27,10 @@ FRAME_SIZE = (480, 270)  # (W, H) of the synthetic source frames: letterboxing p
 TINY_CALIB = CalibConfig(frames=12, holdout_frames=4, recheck_frames=4, tracker_warmup_frames=2)
 
 
-def _root() -> Path:
-    root = Path(tempfile.mkdtemp(prefix="omc-calib-tests-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    return root
-
-
-@lru_cache(maxsize=1)
 def _session_root() -> Path:
-    return _root()
+    from small_export import session_folder  # tests/ is on sys.path through its conftest.py
+
+    return session_folder("calib")
 
 
 @lru_cache(maxsize=1)
