@@ -490,6 +490,15 @@ def _run_backends(
     """
     pipelines: dict[str, FramePipeline] = {}
     skipped: dict[str, dict[str, Any]] = {}
+    # Graphs a backend needs are made before any backend holds its engines (every backend stays
+    # open for the interleaved timing): an INT8 calibration takes minutes and gigabytes. What
+    # fails here fails again, with its reason recorded, when the backend opens.
+    if "ort-int8" in config.backends:
+        with contextlib.suppress(BackendUnavailable, MissingDependency):
+            ensure_int8(setup.onnx_dir, setup.source, config.clip_size, config.seed)
+    if "ort" in config.backends and setup.precision == "fp16":
+        with contextlib.suppress(BackendUnavailable, MissingDependency):
+            ensure_fp16(setup.onnx_dir, meta, setup.weights, loaded)
     try:
         for backend in config.backends:
             try:
