@@ -157,25 +157,16 @@ def ensure_export(onnx_dir: Path, weights: Path | None, img_size: tuple[int, int
 
 def rebuild_checkpoint(meta: EngineMeta, weights: Path | None) -> Any:
     """The PyTorch model of an export: from `weights` when given, else from what export.json
-    records (a checkpoint path, or random weights' architecture and seed). BackendUnavailable
-    when neither says how."""
-    if weights is not None:  # ensure_export has checked that the export was made from it
-        return _checkpoint(weights, meta.input_hw)
-    source = meta.extra.get("source", {})
+    records (omc.export.weights_source). BackendUnavailable when neither says how, or the
+    recorded checkpoint is gone or changed."""
     try:
-        from omc.export.checkpoint import load_checkpoint, random_checkpoint
-        from omc.export.model import Architecture
+        from omc.export.weights_source import WeightsSource, weights_of_export
+
+        return weights_of_export(meta, WeightsSource(checkpoint=weights))
     except ImportError:
         raise MissingDependency("torch", "export", "needed to rebuild the PyTorch model") from None
-    if source.get("kind") == "random":
-        arch = Architecture.from_dict(source["architecture"]) if "architecture" in source else source.get("variant", DEFAULT_VARIANT)
-        return random_checkpoint(arch, seed=int(source.get("seed") or 0), input_hw=meta.input_hw)
-    if source.get("kind") == "checkpoint" and source.get("path"):
-        path = Path(source["path"])
-        if not path.is_file():
-            raise BackendUnavailable(f"export.json names checkpoint {path}, which is missing; pass it with --weights")
-        return load_checkpoint(path, meta.input_hw)
-    raise BackendUnavailable("export.json does not record how to rebuild the PyTorch model; pass the checkpoint with --weights")
+    except BadInput as exc:
+        raise BackendUnavailable(str(exc)) from None
 
 
 def ensure_fp16(onnx_dir: Path, meta: EngineMeta, weights: Path | None, loaded: Any) -> Path:

@@ -82,7 +82,10 @@ def weights_of_export(meta: EngineMeta, given: WeightsSource = WeightsSource()) 
         return loaded
     source = meta.extra.get("source", {})
     if source.get("kind") == SOURCE_RANDOM:
-        return random_checkpoint(Architecture.from_dict(source["architecture"]), seed=int(source["seed"]), input_hw=hw)
+        # Exports made before the architecture was recorded name only the variant.
+        recorded = source.get("architecture")
+        arch = Architecture.from_dict(recorded) if recorded else source.get("variant", DEFAULT_RANDOM_VARIANT)
+        return random_checkpoint(arch, seed=int(source.get("seed") or 0), input_hw=hw)
     if source.get("kind") == SOURCE_CHECKPOINT:
         path = Path(source["path"])
         if not path.is_file():

@@ -105,8 +105,8 @@ def test_bench_times_torch_beside_onnxruntime(export: tuple[Path, Any], tmp_path
     status = main([
         "bench", "--onnx", str(engines), "--backend", "torch,ort,ort-int8", "--frames", "2", "--warmup", "1",
         "--tracklets", "0,4", "--headline-tracklets", "4", "--batch", "1,2", "--batch-repeats", "1",
-        "--host-frames", "3", "--ceiling-size", "64", "--source", str(source), "--results", str(results),
-        "--name", "small",
+        "--host-frames", "3", "--ceiling-size", "64", "--source", str(source), "--threads", "1",
+        "--results", str(results), "--name", "small",
     ])  # fmt: skip
     assert status == 0
     result = json.loads((results / "small.json").read_text())
