@@ -1,9 +1,11 @@
 """`omc bench` end to end: export if needed, time every backend, measure the ceiling and the host.
 
 `run_benchmark(config, setup, command)` returns one result dict (omc.benchmarks.report's
-schema). Order of work: the export (made when absent), FLOPs of its graphs, each backend over
-the same frames (torch, ort, ort-int8, trt as asked; one that cannot run here is skipped with
-one line and a recorded reason), the sgemm ceiling, then the host post-processing workload.
+schema). Order of work: the export (made when absent), FLOPs of its graphs, every backend opened
+(torch, ort, ort-int8, trt as asked; one that cannot run here is skipped with one line and a
+recorded reason), then all of them timed together over the same frames, interleaved frame by
+frame (omc.benchmarks.runner) with the machine's load average recorded before and after, the
+sgemm ceiling, then the host post-processing workload.
 
 Threads: ONNX Runtime's intra-op pool and torch.set_num_threads get the same count. NumPy's BLAS
 is limited to one thread for the whole run (threadpoolctl, when installed): the host code's
@@ -32,6 +34,7 @@ from omc.config import BenchConfig, ExportConfig, TrackerConfig
 from omc.contract import EngineMeta
 from omc.errors import BadInput, MissingDependency, OmcError
 from omc.files import file_sha256
+from omc.machine import load_average
 
 from omc.benchmarks import flops as flop_count
 from omc.benchmarks.ceiling import CeilingResult, blas_threads, measure_ceiling, measure_gpu_ceiling
@@ -40,7 +43,8 @@ from omc.benchmarks.environment import collect_environment
 from omc.benchmarks.hostpost import measure_host
 from omc.benchmarks.pipelines import EnginePipeline, FramePipeline, TorchPipeline
 from omc.benchmarks.report import GPU_BACKENDS, RESULT_SCHEMA, REFERENCE_BACKEND, speedup
-from omc.benchmarks.runner import run_backend
+from omc.benchmarks.pipelines import FrameBGR
+from omc.benchmarks.runner import run_backends
 
 if TYPE_CHECKING:
     from omc.export.checkpoint import LoadedCheckpoint
@@ -153,25 +157,16 @@ def ensure_export(onnx_dir: Path, weights: Path | None, img_size: tuple[int, int
 
 def rebuild_checkpoint(meta: EngineMeta, weights: Path | None) -> Any:
     """The PyTorch model of an export: from `weights` when given, else from what export.json
-    records (a checkpoint path, or random weights' architecture and seed). BackendUnavailable
-    when neither says how."""
-    if weights is not None:  # ensure_export has checked that the export was made from it
-        return _checkpoint(weights, meta.input_hw)
-    source = meta.extra.get("source", {})
+    records (omc.export.weights_source). BackendUnavailable when neither says how, or the
+    recorded checkpoint is gone or changed."""
     try:
-        from omc.export.checkpoint import load_checkpoint, random_checkpoint
-        from omc.export.model import Architecture
+        from omc.export.weights_source import WeightsSource, weights_of_export
+
+        return weights_of_export(meta, WeightsSource(checkpoint=weights))
     except ImportError:
         raise MissingDependency("torch", "export", "needed to rebuild the PyTorch model") from None
-    if source.get("kind") == "random":
-        arch = Architecture.from_dict(source["architecture"]) if "architecture" in source else source.get("variant", DEFAULT_VARIANT)
-        return random_checkpoint(arch, seed=int(source.get("seed") or 0), input_hw=meta.input_hw)
-    if source.get("kind") == "checkpoint" and source.get("path"):
-        path = Path(source["path"])
-        if not path.is_file():
-            raise BackendUnavailable(f"export.json names checkpoint {path}, which is missing; pass it with --weights")
-        return load_checkpoint(path, meta.input_hw)
-    raise BackendUnavailable("export.json does not record how to rebuild the PyTorch model; pass the checkpoint with --weights")
+    except BadInput as exc:
+        raise BackendUnavailable(str(exc)) from None
 
 
 def ensure_fp16(onnx_dir: Path, meta: EngineMeta, weights: Path | None, loaded: Any) -> Path:
@@ -398,9 +393,7 @@ def run_benchmark(
         torch_threads = _set_torch_threads(threads)
         flops = model_flops(setup.onnx_dir, meta, counts, config.headline_tracklets)
         clip = None if setup.source is not None else generated_clip(config.clip_size, seed=config.seed)
-        backends: dict[str, Any] = {}
-        for backend in config.backends:
-            backends[backend] = _run_one(backend, setup, meta, threads, tracker_config, loaded, clip, config)
+        backends, load = _run_backends(setup, meta, threads, tracker_config, loaded, clip, config)
         log.info("ceiling: float32 %d^3 matrix product, %d threads", config.ceiling_size, threads)
         ceiling = measure_ceiling(config.ceiling_size, threads, config.ceiling_repeats, config.seed)
         gpu_ceiling = _gpu_ceiling(backends, config)
@@ -418,6 +411,8 @@ def run_benchmark(
         "onnx_dir": str(setup.onnx_dir),
         "engine_precision": setup.precision,
         "input_size": f"{meta.input_hw[1]}x{meta.input_hw[0]}",
+        # 1, 5 and 15 minute load averages around the timed (interleaved) frames.
+        "load_average": load,
     })  # fmt: skip
     for backend_name, backend in backends.items():
         if backend.get("status") != "ok":
@@ -475,28 +470,57 @@ def _set_torch_threads(threads: int) -> int | None:
     return int(torch.get_num_threads())
 
 
-def _run_one(
-    backend: str, setup: BenchSetup, meta: EngineMeta, threads: int, tracker_config: TrackerConfig,
-    loaded: Any, clip: list[np.ndarray] | None, config: BenchConfig,
-) -> dict[str, Any]:
+def _run_backends(
+    setup: BenchSetup, meta: EngineMeta, threads: int, tracker_config: TrackerConfig, loaded: Any,
+    clip: list[np.ndarray] | None, config: BenchConfig,
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Open every backend (skipping those that cannot run here), time them together, close them.
+
+    Returns (name -> summary or {"status": "skipped", "reason"}, in config.backends order;
+    {"before": [1, 5, 15 min], "after": [...]} load averages around the timed frames).
+    """
+    pipelines: dict[str, FramePipeline] = {}
+    skipped: dict[str, dict[str, Any]] = {}
+    # Graphs a backend needs are made before any backend holds its engines (every backend stays
+    # open for the interleaved timing): an INT8 calibration takes minutes and gigabytes. What
+    # fails here fails again, with its reason recorded, when the backend opens.
+    if "ort-int8" in config.backends:
+        with contextlib.suppress(BackendUnavailable, MissingDependency):
+            ensure_int8(setup.onnx_dir, setup.source, config.clip_size, config.seed)
+    if "ort" in config.backends and setup.precision == "fp16":
+        with contextlib.suppress(BackendUnavailable, MissingDependency):
+            ensure_fp16(setup.onnx_dir, meta, setup.weights, loaded)
     try:
-        pipeline = open_pipeline(backend, setup, meta, threads, tracker_config, loaded, config.clip_size, config.seed)
-    except (BackendUnavailable, MissingDependency) as exc:
-        log.warning("%s: skipped: %s", backend, exc)
-        return {"status": "skipped", "reason": str(exc)}
-    source = setup.source
-    frames: Callable[[], Iterator[np.ndarray]] = (
-        (lambda: cycle_frames(clip)) if clip is not None else (lambda: source_frames(source))  # type: ignore[arg-type]
-    )
-    log.info("%s: %d warm-up + %d timed frames, tracklets %s, batches %s", backend, config.warmup, config.frames,
-             list(config.tracklet_counts), list(config.batch))
-    try:
-        with _progress(2 * (config.warmup + config.frames), backend) as progress:
-            run = run_backend(pipeline, frames, config, progress)
+        for backend in config.backends:
+            try:
+                pipelines[backend] = open_pipeline(backend, setup, meta, threads, tracker_config, loaded,
+                                                   config.clip_size, config.seed)  # fmt: skip
+            except (BackendUnavailable, MissingDependency) as exc:
+                log.warning("%s: skipped: %s", backend, exc)
+                skipped[backend] = {"status": "skipped", "reason": str(exc)}
+        source = setup.source
+        frames: Callable[[], Iterator[FrameBGR]] = (
+            (lambda: cycle_frames(clip)) if clip is not None else (lambda: source_frames(source))  # type: ignore[arg-type]
+        )
+        log.info("%s: %d warm-up + %d timed frames each, interleaved; tracklets %s, batches %s", ", ".join(pipelines),
+                 config.warmup, config.frames, list(config.tracklet_counts), list(config.batch))  # fmt: skip
+        before = load_average()
+        with _progress(2 * len(pipelines) * (config.warmup + config.frames), "bench") as progress:
+            runs = run_backends(pipelines, frames, config, progress)
+        after = load_average()
     finally:
-        pipeline.close()
-    summary = run.summary(config.headline_tracklets if pipeline.has_recheck else 0)
-    summary["description"] = pipeline.description
-    total = summary["stages"]["total"]
-    log.info("%s: %.1f ms per frame (median; p90 %.1f), %.2f FPS", backend, total["median_ms"], total["p90_ms"], summary["fps"])
-    return summary
+        for pipeline in pipelines.values():
+            pipeline.close()
+    backends: dict[str, Any] = {}
+    for backend in config.backends:
+        if backend in skipped:
+            backends[backend] = skipped[backend]
+            continue
+        pipeline = pipelines[backend]
+        summary = runs[backend].summary(config.headline_tracklets if pipeline.has_recheck else 0)
+        summary["description"] = pipeline.description
+        total = summary["stages"]["total"]
+        log.info("%s: %.1f ms per frame (median; p90 %.1f), %.2f FPS", backend, total["median_ms"], total["p90_ms"],
+                 summary["fps"])  # fmt: skip
+        backends[backend] = summary
+    return backends, {"before": list(before), "after": list(after)}

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from omc import __version__
+from omc.machine import cpuinfo_fields, cpuinfo_text
+
 
 log = logging.getLogger(__name__)
 
-CPUINFO = Path("/proc/cpuinfo")
 MEMINFO = Path("/proc/meminfo")
 # CPU flags that decide which kernels ONNX Runtime and PyTorch can use (name in the report ->
 # names in /proc/cpuinfo; AMX counts when any of its three flags is present).
@@ -53,19 +54,6 @@ LIBRARIES = (
     "matplotlib",
 )
 NVIDIA_SMI_TIMEOUT_S = 10.0
-
-
-def _cpuinfo_fields(text: str) -> dict[str, str]:
-    """The first processor block of /proc/cpuinfo as key -> value."""
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            if fields:
-                break
-            continue
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    return fields
 
 
 def physical_cores(cpuinfo_text: str) -> int | None:
@@ -103,11 +91,10 @@ def cpu_description() -> dict[str, Any]:
         "physical_cores": None,
         "flags": {name: False for name in CPU_FLAGS},
     }
-    try:
-        text = CPUINFO.read_text()
-    except OSError:
+    text = cpuinfo_text()
+    if not text:
         return info
-    fields = _cpuinfo_fields(text)
+    fields = cpuinfo_fields(text)
     info["model"] = fields.get("model name", info["model"])
     info["physical_cores"] = physical_cores(text)
     info["flags"] = cpu_flags(set(fields.get("flags", "").split()))

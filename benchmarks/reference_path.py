@@ -46,7 +46,7 @@ from omc.config import TrackerConfig
 from omc.contract import EngineMeta, WINDOW_MODES
 from omc.errors import BadInput
 from omc.runtime.boxes import DIOU_DIAGONAL_EPS
-from omc.runtime.detections import FrameDetections, drop_unmeasurable, unit_rows
+from omc.runtime.detections import DetectionRows, FrameDetections, assemble_detections
 from omc.runtime.fusion import fuse_transductive
 from omc.runtime.letterbox import LetterboxTransform, letterbox
 from omc.runtime.tracker import STAGES as TRACKER_STAGES
@@ -366,45 +366,38 @@ class TorchReferencePath:
                 max_rounds=config.nms_max_rounds, max_keep=config.max_detections,
             )  # fmt: skip
             id_map = outputs.id_map[0]
-            basic_boxes = _numpy(boxes[kept])
-            basic_scores = _numpy(scores[kept])
-            basic_embeddings = _numpy(id_map[rows[kept], cols[kept]])
-            basic_rows = _numpy(kept)
-            parts_boxes, parts_scores, parts_emb = [basic_boxes], [basic_scores], [basic_embeddings]
-            parts_rows, parts_restored = [basic_rows], [np.zeros(len(basic_rows), bool)]
+            basic = DetectionRows(_numpy(boxes[kept]), _numpy(scores[kept]), _numpy(id_map[rows[kept], cols[kept]]),
+                                  _numpy(kept))  # fmt: skip
+            restored = None
             if peaks is not None:
                 confident_peaks = torch.nonzero(peaks.scores > config.recheck_score_thres).flatten()
                 peak_boxes = _numpy(peaks.boxes[confident_peaks])
-                fused = confident_peaks[torch.from_numpy(fuse_transductive(basic_boxes, peak_boxes, config.fusion_iou_thres))]
-                parts_boxes.append(_numpy(peaks.boxes[fused]))
-                parts_scores.append(_numpy(peaks.scores[fused]))
-                parts_emb.append(_numpy(id_map[peaks.rows[fused], peaks.cols[fused]]))
-                parts_rows.append(_numpy(fused))
-                parts_restored.append(np.ones(len(fused), bool))
-        boxes_input = np.concatenate(parts_boxes).astype(np.float32, copy=False).reshape(-1, 4)
-        dim = outputs.id_map.shape[-1]
-        return drop_unmeasurable(FrameDetections(
-            boxes_input=boxes_input,
-            boxes=transform.to_frame(boxes_input),
-            scores=np.concatenate(parts_scores).astype(np.float32, copy=False),
-            embeddings=unit_rows(np.concatenate(parts_emb).reshape(-1, dim)),
-            restored=np.concatenate(parts_restored),
-            rows=np.concatenate(parts_rows).astype(np.int64),
-        ))
+                fused = confident_peaks[torch.from_numpy(fuse_transductive(basic.boxes, peak_boxes, config.fusion_iou_thres))]
+                restored = DetectionRows(_numpy(peaks.boxes[fused]), _numpy(peaks.scores[fused]),
+                                         _numpy(id_map[peaks.rows[fused], peaks.cols[fused]]), _numpy(fused))  # fmt: skip
+        return assemble_detections(basic, restored, transform)
 
 
-class TorchReferenceTracker(Tracker):
+class TorchReferenceTracker:
     """The whole tracker on the PyTorch eager path: `update(frame)` like the runtime's `Tracker`.
 
-    The tracklet pool (tracked, confirmed tracks with a stored feature) goes to the re-check as in
-    the runtime; per-stage times of the last frame are in `last_timings_ms` (the runtime
-    tracker's stage names).
+    Association is a runtime `Tracker` without engines, driven through its public API: the
+    re-check gets its `tracklet_features()` (the tracklet pool the runtime would send), the frame's
+    detections go to its `update_from_detections`. Per-stage times of the last frame are in
+    `last_timings_ms` (the runtime tracker's stage names).
     """
 
     def __init__(self, path: TorchReferencePath, config: TrackerConfig = TrackerConfig(), frame_rate: float = 30.0) -> None:
-        meta = path.meta()
-        super().__init__(None, None, meta, config, frame_rate)
         self.path = path
+        self.config = config
+        self.tracker = Tracker(None, None, path.meta(), config, frame_rate)
+        self.last_timings_ms: dict[str, float] = dict.fromkeys(TRACKER_STAGES, 0.0)
+        self.last_tracklet_count = 0
+
+    @property
+    def last_detections(self) -> FrameDetections | None:
+        """The last frame's detections (frame pixels)."""
+        return self.tracker.last_detections
 
     def update(self, frame_bgr: npt.NDArray[np.uint8]) -> list[Track]:
         """Track one uint8 [H, W, 3] BGR frame; returns its confirmed tracks."""
@@ -416,8 +409,7 @@ class TorchReferenceTracker(Tracker):
         outputs = self.path.detect(tensor)
         detector_ms = _since(start)
         tracks = self.update_from_torch(outputs, transform)
-        self._record("letterbox", letterbox_ms)
-        self._record("detector", detector_ms)
+        self.last_timings_ms.update(letterbox=letterbox_ms, detector=detector_ms)
         return tracks
 
     def update_from_torch(
@@ -430,21 +422,23 @@ class TorchReferenceTracker(Tracker):
         """
         import torch
 
-        self.last_timings_ms = dict.fromkeys(TRACKER_STAGES, 0.0)
+        timings = dict.fromkeys(TRACKER_STAGES, 0.0)
         start = time.perf_counter()
-        pool = self._tracklet_pool() if self.config.recheck and self.path.has_recheck else []
-        self.last_tracklet_count = len(pool)
+        pool = self.tracker.tracklet_features() if self.config.recheck and self.path.has_recheck else None
+        self.last_tracklet_count = 0 if pool is None else len(pool)
         peaks = None
-        if pool and heatmap is not None and outputs.siambox_raw is not None:
+        if pool is not None and len(pool) and heatmap is not None and outputs.siambox_raw is not None:
             peaks = self.path.decode_peaks(heatmap, outputs.siambox_raw[0:1])
-        elif pool:
-            tracklets = torch.from_numpy(np.array([t.smooth_feature for t in pool], np.float32))
-            peaks = self.path.recheck(outputs, tracklets)
-        self._record("recheck", _since(start))
+        elif pool is not None and len(pool):
+            peaks = self.path.recheck(outputs, torch.from_numpy(pool))
+        timings["recheck"] = _since(start)
         start = time.perf_counter()
         detections = self.path.detections(outputs, peaks, transform)
-        self._record("nms_fusion", _since(start))
-        return self.update_from_detections(detections)
+        timings["nms_fusion"] = _since(start)
+        tracks = self.tracker.update_from_detections(detections)
+        timings["association"] = self.tracker.last_timings_ms["association"]
+        self.last_timings_ms = timings
+        return tracks
 
 
 def _since(start: float) -> float:

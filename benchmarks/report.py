@@ -165,6 +165,10 @@ def _describe_run(result: Mapping[str, Any]) -> str:
         f"at {width}x{height}, {result['config']['frames']} frames after {result['config']['warmup']} warm-up, "
         f"{model['frames']}"
     )
+    load = env.get("load_average")
+    if load:
+        text += (f"; backends interleaved frame by frame, load average (1 min) {load['before'][0]:.2f} before, "
+                 f"{load['after'][0]:.2f} after")
     if result.get("note"):
         text += f". Note: {result['note']}"
     return text

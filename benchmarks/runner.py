@@ -1,6 +1,10 @@
-"""Time one backend over the benchmark's frames: stages, the tracklet sweep, OMC vs CSTrack, batches.
+"""Time the backends over the benchmark's frames, interleaved: stages, the tracklet sweep, OMC vs
+CSTrack, batches.
 
-Two passes over the same frames (warm-up frames first, untimed), then the detector alone:
+Every backend runs in the same conditions: frame by frame, each backend takes its turn on the
+same frame index before the next index starts (the order alternates from frame to frame), so a
+burst of load from another process lands on all of them, and every ratio of a report compares
+like with like. Three parts, warm-up frames first (untimed):
 
 1. OMC: letterbox (with the source's decode when frames come from a file), h2d, detector, the
    re-check with n = headline synthetic tracklets (rows of the frame's own ID map at seeded
@@ -11,16 +15,18 @@ Two passes over the same frames (warm-up frames first, untimed), then the detect
    detector threads still spinning).
 2. CSTrack: the same engines without any re-check call (the paper's comparison). A separate
    pass, because a re-check call also changes what runs around it (its thread pool, caches).
-3. Batches: detector milliseconds per call for each batch size.
+3. Batches: detector milliseconds per call for each batch size, the backends alternating call
+   by call.
 
-Results are plain JSON-able dicts (omc.benchmarks.report).
+One function (`_time_frame`) times a frame of either pass. Results are plain JSON-able dicts
+(omc.benchmarks.report).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +34,8 @@ import numpy as np
 
 from omc.config import BenchConfig
 from omc.errors import BadInput
+from omc.runtime.detections import FrameDetections
+from omc.runtime.tracker import Tracker
 
 from omc.benchmarks.association import detections_tracker
 from omc.benchmarks.pipelines import FramePipeline, FrameBGR
@@ -46,6 +54,25 @@ class BackendRun:
     batch_ms: dict[int, list[float]] = field(default_factory=dict)
     detections_per_frame: list[int] = field(default_factory=list)
     restored_per_frame: list[int] = field(default_factory=list)
+    # The last frame prepared (the batch sweep's input).
+    last_prepared: Any = None
+
+    def record(
+        self, stage_ms: Mapping[str, float], sweep_ms: Mapping[int, float], detections: FrameDetections, *, omc: bool,
+        timed: bool,
+    ) -> None:
+        """Keep one frame's figures (timed frames only): OMC frames with their sweep and
+        detection counts, CSTrack frames without a re-check stage."""
+        if not timed:
+            return
+        if not omc:
+            self.cstrack.add({stage: ms for stage, ms in stage_ms.items() if stage != "recheck"})
+            return
+        self.omc.add(stage_ms)
+        for n in self.recheck_by_n:
+            self.recheck_by_n[n].append(sweep_ms.get(n, 0.0))
+        self.detections_per_frame.append(len(detections))
+        self.restored_per_frame.append(int(detections.restored.sum()))
 
     def summary(self, headline_tracklets: int) -> dict[str, Any]:
         """JSON-able results: stages, fps, tracklet sweep, OMC vs CSTrack, batch sweep."""
@@ -138,76 +165,105 @@ def _clock() -> float:
     return time.perf_counter()
 
 
-def run_backend(
-    pipeline: FramePipeline,
+@dataclass
+class _Lane:
+    """One backend's state in an interleaved pass: its frames, tracker and recheck plan."""
+
+    pipeline: FramePipeline
+    frames: Iterator[FrameBGR]
+    tracker: Tracker
+    headline: int
+    sweep: list[int]
+    run: BackendRun
+    prepared: Any = None
+
+
+def _plan(pipeline: FramePipeline, config: BenchConfig) -> tuple[int, list[int]]:
+    """(headline n, sweep counts) of a backend: 0 and [] without a re-check network."""
+    if not pipeline.has_recheck:
+        if config.headline_tracklets > 0:
+            log.warning("%s: the export has no re-check network; every n counts as 0", pipeline.name)
+        return 0, []
+    return config.headline_tracklets, [n for n in config.tracklet_counts if n > 0]
+
+
+def run_backends(
+    pipelines: Mapping[str, FramePipeline],
     frames: Callable[[], Iterator[FrameBGR]],
     config: BenchConfig,
     progress: Callable[[int], None] = lambda done: None,
-) -> BackendRun:
-    """Time `pipeline` as OMC, then as CSTrack, each on `config.warmup + config.frames` frames, then batches.
+) -> dict[str, BackendRun]:
+    """Time every pipeline as OMC, then as CSTrack, each on `config.warmup + config.frames` frames,
+    then batches; the backends interleaved frame by frame (module docstring).
 
-    frames: makes an endless iterator of uint8 BGR frames (called once per pass, so both passes
-    see the same frames); drawing one is timed as part of letterbox (a file source decodes
-    lazily; a generated clip is already in memory).
-    progress: called with the number of frames done over both passes, for a progress bar.
+    frames: makes an endless iterator of uint8 BGR frames (called once per backend and pass, so
+    every backend sees the same frames); drawing one is timed as part of letterbox (a file
+    source decodes lazily; a generated clip is already in memory).
+    progress: called with the number of frames done over both passes and all backends.
     """
-    check_limits(pipeline, config)
-    headline = config.headline_tracklets if pipeline.has_recheck else 0
-    if not pipeline.has_recheck and config.headline_tracklets > 0:
-        log.warning("%s: the export has no re-check network; every n counts as 0", pipeline.name)
-    sweep = [n for n in config.tracklet_counts if n > 0] if pipeline.has_recheck else []
-    run = BackendRun(recheck_by_n={n: [] for n in config.tracklet_counts})
-    per_pass = config.warmup + config.frames
-    last = _omc_pass(pipeline, frames(), config, headline, sweep, run, progress)
-    _cstrack_pass(pipeline, frames(), config, run, lambda done: progress(per_pass + done))
-    run.batch_ms = time_batches(pipeline, last, config)
-    return run
+    for pipeline in pipelines.values():
+        check_limits(pipeline, config)
+    runs = {name: BackendRun(recheck_by_n={n: [] for n in config.tracklet_counts}) for name in pipelines}
+    done = 0
+    for recheck in (True, False):
+        lanes = []
+        for name, pipeline in pipelines.items():
+            headline, sweep = _plan(pipeline, config) if recheck else (0, [])
+            lanes.append(_Lane(pipeline, frames(), detections_tracker(pipeline.meta, pipeline.config), headline, sweep,
+                               runs[name]))  # fmt: skip
+        for index in range(config.warmup + config.frames):
+            # Alternate the order, so no backend always runs right after the same other one.
+            for lane in lanes if index % 2 == 0 else lanes[::-1]:
+                stage_ms, sweep_ms, detections = _time_frame(lane, index, config.seed)
+                lane.run.record(stage_ms, sweep_ms, detections, omc=recheck, timed=index >= config.warmup)
+                done += 1
+                progress(done)
+        for lane in lanes:
+            lane.run.last_prepared = lane.prepared
+    batch_ms = time_batches({name: (p, runs[name].last_prepared) for name, p in pipelines.items()}, config)
+    for name, samples in batch_ms.items():
+        runs[name].batch_ms = samples
+    return runs
 
 
-def _omc_pass(
-    pipeline: FramePipeline, frames: Iterator[FrameBGR], config: BenchConfig, headline: int, sweep: list[int],
-    run: BackendRun, progress: Callable[[int], None],
-) -> Any:
-    """OMC frames (one re-check call at the headline n); the sweep's calls after each frame's host stages."""
-    tracker = detections_tracker(pipeline.meta, pipeline.config)
-    largest = max([headline, *sweep])
-    prepared = None
-    for index in range(config.warmup + config.frames):
-        t0 = _clock()
-        prepared = pipeline.letterbox(next(frames))
-        t1 = _clock()
-        images = pipeline.to_device(prepared)
-        t2 = _clock()
-        detected = pipeline.detect(images)
-        t3 = _clock()
-        cells = tracklet_cells(config.seed, index, pipeline.meta.map_hw, largest)
-        rechecked = None
-        recheck_ms = 0.0
-        if headline > 0:
-            # The rows stand in for the tracker's own tracklets: building them is not timed.
-            tracklets = pipeline.tracklet_rows(detected, (cells[0][:headline], cells[1][:headline]))
-            start = _clock()
-            rechecked = pipeline.recheck(detected, tracklets)
-            recheck_ms = (_clock() - start) * 1e3
-        t4 = _clock()
-        host_detected, host_rechecked = pipeline.to_host(detected, rechecked)
-        t5 = _clock()
-        detections = pipeline.detections(host_detected, host_rechecked, prepared.transform)
-        t6 = _clock()
-        tracker.update_from_detections(detections)
-        t7 = _clock()
-        sweep_ms = {n: _time_recheck(pipeline, detected, cells, n) for n in sweep}
-        if index >= config.warmup:
-            run.omc.add({
-                "letterbox": (t1 - t0) * 1e3, "h2d": (t2 - t1) * 1e3, "detector": (t3 - t2) * 1e3, "recheck": recheck_ms,
-                "d2h": (t5 - t4) * 1e3, "nms_fusion": (t6 - t5) * 1e3, "association": (t7 - t6) * 1e3,
-            })  # fmt: skip
-            for n in run.recheck_by_n:
-                run.recheck_by_n[n].append(sweep_ms.get(n, 0.0))
-            run.detections_per_frame.append(len(detections))
-            run.restored_per_frame.append(int(detections.restored.sum()))
-        progress(index + 1)
-    return prepared
+def _time_frame(lane: _Lane, index: int, seed: int) -> tuple[dict[str, float], dict[int, float], FrameDetections]:
+    """Time one frame of a lane: (ms per stage, re-check ms per sweep n, the frame's detections).
+
+    With a headline n > 0 the re-check runs in the frame on n synthetic tracklets; after the
+    frame's host stages it runs once more for each n of the sweep.
+    """
+    pipeline = lane.pipeline
+    largest = max([lane.headline, *lane.sweep])
+    t0 = _clock()
+    prepared = pipeline.letterbox(next(lane.frames))
+    t1 = _clock()
+    images = pipeline.to_device(prepared)
+    t2 = _clock()
+    detected = pipeline.detect(images)
+    t3 = _clock()
+    cells = tracklet_cells(seed, index, pipeline.meta.map_hw, largest) if largest else None
+    rechecked = None
+    recheck_ms = 0.0
+    if lane.headline > 0 and cells is not None:
+        # The rows stand in for the tracker's own tracklets: building them is not timed.
+        tracklets = pipeline.tracklet_rows(detected, (cells[0][: lane.headline], cells[1][: lane.headline]))
+        start = _clock()
+        rechecked = pipeline.recheck(detected, tracklets)
+        recheck_ms = (_clock() - start) * 1e3
+    t4 = _clock()
+    host_detected, host_rechecked = pipeline.to_host(detected, rechecked)
+    t5 = _clock()
+    detections = pipeline.detections(host_detected, host_rechecked, prepared.transform)
+    t6 = _clock()
+    lane.tracker.update_from_detections(detections)
+    t7 = _clock()
+    sweep_ms = {n: _time_recheck(pipeline, detected, cells, n) for n in lane.sweep} if cells is not None else {}
+    lane.prepared = prepared
+    stage_ms = {
+        "letterbox": (t1 - t0) * 1e3, "h2d": (t2 - t1) * 1e3, "detector": (t3 - t2) * 1e3, "recheck": recheck_ms,
+        "d2h": (t5 - t4) * 1e3, "nms_fusion": (t6 - t5) * 1e3, "association": (t7 - t6) * 1e3,
+    }  # fmt: skip
+    return stage_ms, sweep_ms, detections
 
 
 def _time_recheck(pipeline: FramePipeline, detected: Any, cells: tuple[np.ndarray, np.ndarray], n: int) -> float:
@@ -217,47 +273,25 @@ def _time_recheck(pipeline: FramePipeline, detected: Any, cells: tuple[np.ndarra
     return (_clock() - start) * 1e3
 
 
-def _cstrack_pass(
-    pipeline: FramePipeline, frames: Iterator[FrameBGR], config: BenchConfig, run: BackendRun,
-    progress: Callable[[int], None],
-) -> None:
-    """The same engines as CSTrack: no re-check call at all."""
-    tracker = detections_tracker(pipeline.meta, pipeline.config)
-    for index in range(config.warmup + config.frames):
-        t0 = _clock()
-        prepared = pipeline.letterbox(next(frames))
-        t1 = _clock()
-        images = pipeline.to_device(prepared)
-        t2 = _clock()
-        detected = pipeline.detect(images)
-        t3 = _clock()
-        host_detected, _ = pipeline.to_host(detected, None)
-        t4 = _clock()
-        detections = pipeline.detections(host_detected, None, prepared.transform)
-        t5 = _clock()
-        tracker.update_from_detections(detections)
-        t6 = _clock()
-        if index >= config.warmup:
-            run.cstrack.add({
-                "letterbox": (t1 - t0) * 1e3, "h2d": (t2 - t1) * 1e3, "detector": (t3 - t2) * 1e3,
-                "d2h": (t4 - t3) * 1e3, "nms_fusion": (t5 - t4) * 1e3, "association": (t6 - t5) * 1e3,
-            })  # fmt: skip
-        progress(index + 1)
+def time_batches(
+    pipelines: Mapping[str, tuple[FramePipeline, Any]], config: BenchConfig
+) -> dict[str, dict[int, list[float]]]:
+    """Detector milliseconds per call for each batch size (copies of one prepared frame) and
+    backend, the backends alternating call by call, after one untimed call each.
 
-
-def time_batches(pipeline: FramePipeline, prepared: Any, config: BenchConfig) -> dict[int, list[float]]:
-    """Detector milliseconds per call for each batch size (copies of one frame), after one untimed call."""
-    results: dict[int, list[float]] = {}
+    pipelines: name -> (pipeline, a prepared frame of it)."""
+    results: dict[str, dict[int, list[float]]] = {name: {} for name in pipelines}
     for batch in config.batch:
-        images = pipeline.batch_input(prepared, batch)
-        pipeline.detect(images)
-        samples = []
+        inputs = {name: pipeline.batch_input(prepared, batch) for name, (pipeline, prepared) in pipelines.items()}
+        for name, (pipeline, _) in pipelines.items():
+            pipeline.detect(inputs[name])
+            results[name][batch] = []
         for _ in range(config.batch_repeats):
-            start = _clock()
-            pipeline.detect(images)
-            samples.append((_clock() - start) * 1e3)
-        results[batch] = samples
+            for name, (pipeline, _) in pipelines.items():
+                start = _clock()
+                pipeline.detect(inputs[name])
+                results[name][batch].append((_clock() - start) * 1e3)
     return results
 
 
-__all__ = ["STAGES", "BackendRun", "check_limits", "run_backend", "time_batches", "tracklet_cells"]
+__all__ = ["STAGES", "BackendRun", "check_limits", "run_backends", "time_batches", "tracklet_cells"]

@@ -5,7 +5,7 @@ Both exports run on the same frames (uint8 [M, H, W, 3], letterboxed; the calibr
 held-out frames never took part in calibration) and the same tracklets. Figures:
 
 - candidates: the float detector's top `drift_candidates` real candidates (score > 0) are paired
-  with the INT8 detector's candidates by IoU (one-to-one, `lap`, at least `drift_match_iou`).
+  with the INT8 detector's candidates by IoU (one-to-one, `lap`, at least the bounds' `match_iou`).
   Quantization moves scores, so top-K order and membership change; pairing by box instead of by
   row compares the same anchors. Reported: share of float candidates left unpaired, score error
   (absolute), box error of the pairs (largest corner difference, network pixels; median and
@@ -20,8 +20,14 @@ held-out frames never took part in calibration) and the same tracklets. Figures:
   cosine of paired peaks; and the heat-map error of the INT8 re-check fed the float detector's
   maps, which isolates the re-check graph's own quantization error.
 
-Every figure aggregates over all frames; `DriftReport.table()` prints them, `violations(config)`
-lists those outside CalibConfig's bounds.
+The INT8 graphs run in this CPU's integer kernels, as deployed: ONNX Runtime's u8s8 kernels round
+differently on AVX2 (16-bit pair sums that can saturate), AVX-512 VNNI and AMX, so these figures
+depend on the CPU (README, "INT8"). `integer_kernels=False` runs the Q/DQ graphs as written,
+every operator in float: the quantization's own drift, which does not depend on the CPU.
+
+Every figure aggregates over all frames; `DriftReport.table()` prints them, `violations()` lists
+those outside the "int8-drift" bounds of omc.export.judge.BOUNDS (the one judge of engine
+outputs, which also pairs the boxes and measures the cosines).
 """
 
 from __future__ import annotations
@@ -37,33 +43,15 @@ import numpy.typing as npt
 from omc import contract
 from omc.config import CalibConfig, TrackerConfig
 from omc.contract import EngineMeta
-from omc.runtime.assign import iou_distance, linear_assignment
+from omc.export.judge import BOUNDS, Bounds, Limit, cosines, pair_by_iou
 from omc.runtime.detections import select_basic
 
 log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
 Outputs = Mapping[str, Any]
-
-
-def pair_boxes(a: F32, b: F32, min_iou: float) -> npt.NDArray[np.int64]:
-    """One-to-one pairs [P, 2] (row of a, row of b) with IoU >= min_iou, maximising total IoU.
-
-    a: [N, 4], b: [M, 4] corners, pixels. Returns an empty [0, 2] when either is empty.
-    """
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((0, 2), np.int64)
-    cost = iou_distance(a, b)  # 1 - IoU, "+1 pixel" widths as the tracker's IoU rounds
-    return linear_assignment(cost, 1.0 - min_iou).matches
-
-
-def _cosine_rows(a: np.ndarray, b: np.ndarray) -> F32:
-    """Cosine of corresponding rows of a and b ([N, E] each); 0 where either row is zero."""
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
-    dots = np.einsum("ij,ij->i", a, b)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0).astype(np.float32)
+# The bounds INT8 graphs are held to against their float graphs.
+INT8_DRIFT = BOUNDS["int8-drift"]["int8"]
 
 
 @dataclass
@@ -163,27 +151,29 @@ class DriftReport:
     def to_dict(self) -> dict[str, Any]:
         return {key: (None if isinstance(value, float) and np.isnan(value) else value) for key, value in asdict(self).items()}
 
-    def violations(self, config: CalibConfig = CalibConfig()) -> list[str]:
-        """Figures outside the bounds of `config` (drift_* fields), one sentence each; [] when within."""
+    def violations(self, bounds: Bounds = INT8_DRIFT) -> list[str]:
+        """Figures outside `bounds` (an "int8-drift" row of BOUNDS), one sentence each; [] when within."""
         problems = []
+        # Candidates without a pair against the share that must keep one (kept_min), so that the
+        # bound is the stated one exactly (1 - 0.9 is not 0.1 in floating point).
+        if not np.isnan(self.candidates_unpaired) and not Limit(bounds.kept_min, at_least=True).holds(1.0 - self.candidates_unpaired):
+            problems.append(f"candidates without an INT8 pair {self.candidates_unpaired:.4g} is above the bound "
+                            f"{1.0 - bounds.kept_min:g}")
         checks = [
-            ("candidates without an INT8 pair", self.candidates_unpaired, config.drift_max_unpaired, "above"),
-            ("largest score error", self.score_error_max, config.drift_max_score_error, "above"),
-            ("median box error (px)", self.box_error_px_median, config.drift_max_box_error_px, "above"),
-            ("mean embedding cosine", self.embedding_cosine_mean, config.drift_min_embedding_cosine, "below"),
-            ("mean ID map cosine", self.id_map_cosine_mean, config.drift_min_embedding_cosine, "below"),
-            ("largest heat-map error", self.heatmap_error_max, config.drift_max_heatmap_error, "above"),
+            ("largest score error", self.score_error_max, Limit(bounds.score_abs)),
+            ("median box error (px)", self.box_error_px_median, Limit(bounds.box_px)),
+            ("mean embedding cosine", self.embedding_cosine_mean, Limit(bounds.cosine_min, at_least=True)),
+            ("mean ID map cosine", self.id_map_cosine_mean, Limit(bounds.cosine_min, at_least=True)),
+            ("largest heat-map error", self.heatmap_error_max, Limit(bounds.heat_abs)),
         ]
-        for name, value, bound, side in checks:
-            if np.isnan(value):
-                continue
-            if (side == "above" and value > bound) or (side == "below" and value < bound):
-                problems.append(f"{name} {value:.4g} is {side} the bound {bound:g}")
+        for name, value, limit in checks:
+            if not np.isnan(value) and not limit.holds(value):
+                problems.append(f"{name} {value:.4g} is {'below' if limit.at_least else 'above'} the bound {limit.value:g}")
         changed_share = self.detections_changed / max(self.detections_float, 1)
-        if changed_share > config.drift_max_detections_changed:
+        if not Limit(bounds.extra_max).holds(changed_share):
             problems.append(
                 f"{self.detections_changed} of {self.detections_float} detections changed "
-                f"({changed_share:.3g}), above the bound {config.drift_max_detections_changed:g}"
+                f"({changed_share:.3g}), above the bound {bounds.extra_max:g}"
             )
         return problems
 
@@ -208,8 +198,10 @@ def detector_drift(
     int8_outputs: Sequence[Outputs],
     config: CalibConfig = CalibConfig(),
     tracker: TrackerConfig = TrackerConfig(),
+    bounds: Bounds = INT8_DRIFT,
 ) -> DriftReport:
-    """Detector figures from both exports' outputs on the same frames (one dict per frame, batch 1)."""
+    """Detector figures from both exports' outputs on the same frames (one dict per frame, batch 1);
+    boxes pair at IoU >= bounds.match_iou."""
     pooled = _Pooled()
     compared = unpaired = 0
     kept = {"float": 0, "int8": 0}
@@ -222,7 +214,7 @@ def detector_drift(
         map_hw = (map_f.shape[0], map_f.shape[1])
         map_f, map_q = map_f.reshape(-1, map_f.shape[-1]), map_q.reshape(-1, map_q.shape[-1])
         top = np.flatnonzero(scores_f > 0)[: config.drift_candidates]
-        pairs = pair_boxes(boxes_f[top], boxes_q, config.drift_match_iou)
+        pairs = pair_by_iou(boxes_f[top], boxes_q, bounds.match_iou)
         rows_f, rows_q = top[pairs[:, 0]], pairs[:, 1]
         compared += len(top)
         unpaired += len(top) - len(pairs)
@@ -230,11 +222,11 @@ def detector_drift(
         pooled.add("box", np.abs(boxes_f[rows_f] - boxes_q[rows_q]).max(axis=1) if len(pairs) else np.zeros(0))
         # The embeddings a detection would carry: both ID maps at the float candidate's centre cell.
         cells = centre_cells(boxes_f[top], map_hw)
-        pooled.add("embedding", _cosine_rows(map_f[cells], map_q[cells]))
-        pooled.add("id_map", _cosine_rows(map_f, map_q))
+        pooled.add("embedding", cosines(map_f[cells], map_q[cells]))
+        pooled.add("id_map", cosines(map_f, map_q))
         basic_f = select_basic(boxes_f, scores_f, density_f, tracker)
         basic_q = select_basic(boxes_q, scores_q, density_q, tracker)
-        same = pair_boxes(boxes_f[basic_f], boxes_q[basic_q], config.drift_match_iou)
+        same = pair_by_iou(boxes_f[basic_f], boxes_q[basic_q], bounds.match_iou)
         kept["float"] += len(basic_f)
         kept["int8"] += len(basic_q)
         changed += len(basic_f) + len(basic_q) - 2 * len(same)
@@ -259,11 +251,11 @@ def detector_drift(
 def recheck_drift(
     float_outputs: Sequence[Outputs],
     int8_outputs: Sequence[Outputs],
-    config: CalibConfig = CalibConfig(),
     tracker: TrackerConfig = TrackerConfig(),
+    bounds: Bounds = INT8_DRIFT,
 ) -> dict[str, Any]:
     """Re-check figures (the DriftReport's recheck_* / heatmap_* / peak_* fields) from both
-    exports' re-check outputs on the same samples."""
+    exports' re-check outputs on the same samples; peaks pair at IoU >= bounds.match_iou."""
     pooled = _Pooled()
     peaks = {"float": 0, "int8": 0}
     changed = 0
@@ -281,13 +273,13 @@ def recheck_drift(
                 np.asarray(outputs[contract.TRANS_EMBEDDINGS], np.float32)[0][keep],
             ))  # fmt: skip
         (boxes_f, emb_f), (boxes_q, emb_q) = sides
-        pairs = pair_boxes(boxes_f, boxes_q, config.drift_match_iou)
+        pairs = pair_by_iou(boxes_f, boxes_q, bounds.match_iou)
         peaks["float"] += len(boxes_f)
         peaks["int8"] += len(boxes_q)
         changed += len(boxes_f) + len(boxes_q) - 2 * len(pairs)
         if len(pairs):
             pooled.add("box", np.abs(boxes_f[pairs[:, 0]] - boxes_q[pairs[:, 1]]).max(axis=1))
-            pooled.add("embedding", _cosine_rows(emb_f[pairs[:, 0]], emb_q[pairs[:, 1]]))
+            pooled.add("embedding", cosines(emb_f[pairs[:, 0]], emb_q[pairs[:, 1]]))
     return {
         "recheck_samples": len(float_outputs),
         "heatmap_error_max": _stat(pooled.all("heat"), "max"),
@@ -307,12 +299,17 @@ def measure_drift(
     config: CalibConfig = CalibConfig(),
     tracker: TrackerConfig = TrackerConfig(),
     intra_op_threads: int = 0,
+    integer_kernels: bool = True,
 ) -> DriftReport:
     """Run both exports in ONNX Runtime on `images` (uint8 [M, H, W, 3], letterboxed) and compare.
 
     tracklets: one [n, E] float32 matrix per image for the re-check (empty: no re-check figures).
     End to end, each export's detector feeds its own re-check; the INT8 re-check also runs on
     the float detector's maps, which isolates its own error (`heatmap_error_isolated_max`).
+    integer_kernels: run the INT8 graphs as ONNX Runtime deploys them (Q/DQ fused into this
+    CPU's integer kernels, whose rounding differs between AVX2, AVX-512 VNNI and AMX). False runs
+    them as written, every operator in float on dequantized values: the quantization's own
+    drift, the same on every CPU.
     """
     from dataclasses import replace
 
@@ -322,8 +319,9 @@ def measure_drift(
         raise ValueError("give one tracklet matrix per image, or none")
     opened = []
     try:
-        for folder in (float_dir, int8_dir):
-            detector, recheck, _ = open_engines(folder, backend="ort", device="cpu", intra_op_threads=intra_op_threads)
+        for folder, optimize in ((float_dir, True), (int8_dir, integer_kernels)):
+            detector, recheck, _ = open_engines(folder, backend="ort", device="cpu", intra_op_threads=intra_op_threads,
+                                                optimize_graph=optimize)  # fmt: skip
             opened.append((detector, recheck))
         (float_detector, float_recheck), (int8_detector, int8_recheck) = opened
         detections: dict[str, list[dict[str, np.ndarray]]] = {"float": [], "int8": []}
@@ -349,15 +347,15 @@ def measure_drift(
                     backend.deactivate()
     report = detector_drift(detections["float"], detections["int8"], config, tracker)
     if rechecks["float"]:
-        figures = recheck_drift(rechecks["float"], rechecks["int8"], config, tracker)
-        isolated = recheck_drift(rechecks["float"], rechecks["isolated"], config, tracker)
+        figures = recheck_drift(rechecks["float"], rechecks["int8"], tracker)
+        isolated = recheck_drift(rechecks["float"], rechecks["isolated"], tracker)
         report = replace(report, **figures, heatmap_error_isolated_max=isolated["heatmap_error_max"])
     return report
 
 
 def drift_on_holdout(
     float_dir: str | Path, int8_dir: str | Path, calib_file: str | Path, config: CalibConfig = CalibConfig(),
-    intra_op_threads: int = 0,
+    intra_op_threads: int = 0, integer_kernels: bool = True,
 ) -> DriftReport:
     """`measure_drift` on a calibration set's held-out frames and their recorded tracklets."""
     from omc.calib.dataset import CalibrationSet
@@ -368,7 +366,8 @@ def drift_on_holdout(
         raise BadInput(f"{calib_file} has no held-out frames; make it with --holdout 1 or more")
     samples = calibration.holdout_recheck
     tracklets = [samples.tracklets(s) for s in range(len(samples))] if len(samples) == len(calibration.holdout_images) else []
-    return measure_drift(float_dir, int8_dir, calibration.holdout_images, tracklets, config, intra_op_threads=intra_op_threads)
+    return measure_drift(float_dir, int8_dir, calibration.holdout_images, tracklets, config,
+                         intra_op_threads=intra_op_threads, integer_kernels=integer_kernels)
 
 
 def recorded_drift(int8_dir: str | Path, meta: EngineMeta, config: CalibConfig = CalibConfig()) -> DriftReport | None:

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from omc import contract
+from omc.machine import cpu_flag_words, cpuinfo_fields, cpuinfo_text, load_average
 
 # /proc/cpuinfo flags that decide 8-bit and 16-bit kernel speed on x86.
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
@@ -32,34 +33,12 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_t
 
 def cpu_flags() -> dict[str, bool]:
     """Which of CPU_FLAGS the first CPU of /proc/cpuinfo has (all False where the file is absent)."""
-    present: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as stream:
-            for line in stream:
-                if line.startswith("flags"):
-                    present = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
+    present = cpu_flag_words()
     return {flag: flag in present for flag in CPU_FLAGS}
 
 
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as stream:
-            for line in stream:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> tuple[float, float, float]:
-    try:
-        return os.getloadavg()
-    except OSError:
-        return (float("nan"),) * 3
+    return cpuinfo_fields(cpuinfo_text()).get("model name") or platform.processor() or "unknown"
 
 
 @dataclass(frozen=True)

@@ -10,29 +10,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
-import tempfile
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
+from typing import Any, Mapping, TextIO
 
 from omc.config import ExportConfig, parse_size
 from omc.errors import BadInput
-
-if TYPE_CHECKING:
-    from omc.export.checkpoint import LoadedCheckpoint
+from omc.export.weights_source import DEFAULT_RANDOM_SEED, DEFAULT_RANDOM_VARIANT, RANDOM_VARIANTS, WeightsSource
 
 log = logging.getLogger(__name__)
 
-# Variants `--random-weights` can build (omc.export.model.VARIANT_MULTIPLES; kept literal here
-# so that building the parser does not import torch).
-RANDOM_VARIANTS = ("s", "m", "l", "x")
-DEFAULT_RANDOM_VARIANT = "l"
-DEFAULT_RANDOM_SEED = 0
 # Config keys holding layer rows, in layer order.
 LAYER_LISTS = ("backbone", "head")
-# Frames `omc verify` uses by default (generated, or the first ones of --frames).
+# `omc verify`'s defaults (omc.export.verify's, kept literal here so that building the parser
+# does not import torch): frames, and tracklet counts ("max": the export's maximum).
 DEFAULT_VERIFY_FRAMES = 2
+DEFAULT_VERIFY_TRACKLETS = "1,32,max"
 
 
 def add_weights_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
@@ -66,33 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_verify(subparsers)
 
 
-def check_weights_source(checkpoint: Path | None, random_weights: bool) -> None:
-    """BadInput when both or neither of a checkpoint and --random-weights are given."""
-    if random_weights and checkpoint is not None:
-        raise BadInput("give either a checkpoint or --random-weights, not both")
-    if not random_weights and checkpoint is None:
-        raise BadInput("give a checkpoint file, or --random-weights for a seeded random network")
-
-
-def checkpoint_from_args(
-    checkpoint: Path | None,
-    random_weights: bool,
-    variant: str,
-    seed: int,
-    input_hw: tuple[int, int] | None = None,
-) -> "LoadedCheckpoint":
-    """LoadedCheckpoint from the shared options; BadInput when both or neither source is given.
-
-    input_hw: (H, W) the network's input-size constants are built for (the default size when None).
-    """
-    check_weights_source(checkpoint, random_weights)
-    from omc.export.checkpoint import load_checkpoint, random_checkpoint
-    from omc.export.model import DEFAULT_INPUT_HW
-
-    hw = DEFAULT_INPUT_HW if input_hw is None else input_hw
-    if checkpoint is None:
-        return random_checkpoint(variant, seed=seed, input_hw=hw)
-    return load_checkpoint(checkpoint, input_hw=hw)
+def weights_from_args(args: argparse.Namespace) -> WeightsSource:
+    """The checkpoint source options (add_weights_arguments) as a WeightsSource."""
+    return WeightsSource(args.checkpoint, args.random_weights, args.variant, args.seed)
 
 
 def _flow(value: Any) -> str:
@@ -145,7 +115,7 @@ def print_summary(summary: Mapping[str, Any], out: TextIO) -> None:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    loaded = checkpoint_from_args(args.checkpoint, args.random_weights, args.variant, args.seed)
+    loaded = weights_from_args(args).load()
     summary = loaded.summary()
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
@@ -215,7 +185,8 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     config = export_config_from_args(args)
-    check_weights_source(args.checkpoint, args.random_weights)
+    weights = weights_from_args(args)
+    weights.check()
     from omc.export.onnx_export import check_output_folder, export_engines
 
     check_output_folder(args.out)
@@ -228,8 +199,8 @@ def run_export(args: argparse.Namespace) -> int:
     for name in (DETECTOR_ONNX, RECHECK_ONNX, EXPORT_JSON):
         files.write(args.out / name, "--out")
     width, height = config.img_size
-    loaded = checkpoint_from_args(args.checkpoint, args.random_weights, args.variant, args.seed, (height, width))
-    result = export_engines(loaded, config, args.out, seed=args.seed if loaded.random_weights else None)
+    loaded = weights.load((height, width))
+    result = export_engines(loaded, config, args.out, seed=weights.export_seed)
     for written in result.files:
         print(written.path)
     print(result.out_dir / "export.json")
@@ -242,12 +213,12 @@ def run_export(args: argparse.Namespace) -> int:
 # --- omc verify ------------------------------------------------------------------------------------
 
 
-def parse_tracklet_counts(text: str, max_tracklets: int) -> tuple[int, ...]:
-    """'1,32,max' -> (1, 32, max_tracklets); BadInput on anything else."""
-    counts = []
+def parse_tracklet_counts(text: str) -> tuple[int | str, ...]:
+    """'1,32,max' -> (1, 32, 'max') ('max': the export's maximum); BadInput on anything else."""
+    counts: list[int | str] = []
     for part in (p.strip() for p in text.split(",")):
         if part == "max":
-            counts.append(max_tracklets)
+            counts.append(part)
         elif part.isdigit():
             counts.append(int(part))
         else:
@@ -275,7 +246,7 @@ def _register_verify(subparsers: argparse._SubParsersAction) -> None:
                              "INT8 export, the held-out frames of its calibration set)")
     parser.add_argument("--max-frames", type=int, default=DEFAULT_VERIFY_FRAMES,
                         help="frames to use (default: %(default)s)")
-    parser.add_argument("--tracklets", default="1,32,max", metavar="N,...",
+    parser.add_argument("--tracklets", default=DEFAULT_VERIFY_TRACKLETS, metavar="N,...",
                         help="tracklet counts n of the re-check runs; 'max' is the export's maximum "
                              "(default: %(default)s)")
     parser.add_argument("--backend", choices=("ort", "trt"), default="ort",
@@ -286,123 +257,23 @@ def _register_verify(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_verify)
 
 
+def run_verify(args: argparse.Namespace) -> int:
+    from omc.export.verify import verify
 
-def _explicit_export_options(args: argparse.Namespace) -> list[str]:
-    """Export options given with values other than their defaults."""
-    defaults = vars(_defaults_of_export_arguments())
-    return [f"--{name.replace('_', '-')}" for name, value in defaults.items() if getattr(args, name) != value]
-
-
-def _defaults_of_export_arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(add_help=False)
-    add_export_arguments(parser)
-    return parser.parse_args([])
-
-
-def _weights_for_export(meta: Any, args: argparse.Namespace) -> "LoadedCheckpoint":
-    """The float32 network an export came from: --weights / --random-weights, else export.json's record."""
-    from omc.export.checkpoint import load_checkpoint, random_checkpoint
-    from omc.export.model import Architecture
-
-    hw = tuple(meta.input_hw)
-    if args.checkpoint is not None or args.random_weights:
-        loaded = checkpoint_from_args(args.checkpoint, args.random_weights, args.variant, args.seed, hw)
-        if loaded.source_sha256 != meta.checkpoint_sha256:
-            raise BadInput(f"{args.checkpoint or 'the random weights'} are not the weights this export was made from "
-                           f"(export.json records sha256 '{meta.checkpoint_sha256 or 'random weights'}')")
-        return loaded
-    source = meta.extra.get("source", {})
-    if source.get("kind") == "random":
-        return random_checkpoint(Architecture.from_dict(source["architecture"]), seed=int(source["seed"]), input_hw=hw)
-    if source.get("kind") == "checkpoint":
-        path = Path(source["path"])
-        if not path.is_file():
-            raise BadInput(f"export.json names the checkpoint {path}, which is not there; pass it with --weights")
-        loaded = load_checkpoint(path, input_hw=hw)
-        if loaded.source_sha256 != meta.checkpoint_sha256:
-            raise BadInput(f"{path} changed since the export (sha256 differs from export.json); pass the original "
-                           "with --weights or export again")
-        return loaded
-    raise BadInput("export.json does not record the weights it came from; pass them with --weights")
-
-
-def _verify_frames(args: argparse.Namespace, input_hw: tuple[int, int]) -> list[Any]:
-    from omc.export.verify_inputs import generated_frames, source_frames
-
+    config = export_config_from_args(args)
+    if args.onnx is not None:
+        # Options that shape a new export: those set to other values than ExportConfig's defaults.
+        given = [f"--{f.name.replace('_', '-')}" for f in fields(ExportConfig)
+                 if getattr(config, f.name) != getattr(ExportConfig(), f.name)]  # fmt: skip
+        if given:
+            raise BadInput(f"{', '.join(given)} shape a new export and do not apply to --onnx {args.onnx}")
     if args.max_frames < 1:
         raise BadInput(f"--max-frames must be at least 1, got {args.max_frames}")
-    if args.frames is None:
-        return generated_frames(input_hw, args.max_frames)
-    return source_frames(args.frames, input_hw, args.max_frames)
-
-
-def run_verify(args: argparse.Namespace) -> int:
-    from omc.contract import EngineMeta
-
-    if args.onnx is None:
-        check_weights_source(args.checkpoint, args.random_weights)
-        if args.backend == "trt":
-            raise BadInput("--backend trt compares built TensorRT plans: pass the folder that holds them with --onnx")
-        config = export_config_from_args(args)
-        with tempfile.TemporaryDirectory(prefix="omc-verify-") as folder:
-            from omc.export.onnx_export import export_engines
-
-            width, height = config.img_size
-            loaded = checkpoint_from_args(args.checkpoint, args.random_weights, args.variant, args.seed, (height, width))
-            export_engines(loaded, config, folder, seed=args.seed if loaded.random_weights else None)
-            return _verify_folder(Path(folder), EngineMeta.load(folder), loaded, args)
-    explicit = _explicit_export_options(args)
-    if explicit:
-        raise BadInput(f"{', '.join(explicit)} shape a new export and do not apply to --onnx {args.onnx}")
-    meta = EngineMeta.load(args.onnx)
-    if args.backend == "trt":
-        from omc.export.trt.verify import check_plans_run_here
-
-        check_plans_run_here(args.onnx, meta, _trt_device(args.device))  # before any weights load
-    return _verify_folder(args.onnx, meta, _weights_for_export(meta, args), args)
-
-
-def _trt_device(text: str) -> int | str:
-    """--device as the TensorRT backend takes it: an index ("0") or a name ("cuda:1")."""
-    return int(text) if text.isdigit() else text
-
-
-def _verify_folder(folder: Path, meta: Any, loaded: "LoadedCheckpoint", args: argparse.Namespace) -> int:
-    from omc.export.verify import raise_if_failed, trt_feeds, verify_export
-
-    counts: Sequence[int] = parse_tracklet_counts(args.tracklets, meta.max_tracklets)
-    frames = _verify_frames(args, tuple(meta.input_hw))
-    if args.frames is None and meta.precision == "int8":
-        # INT8 ranges hold for frames like the calibration footage: its held-out frames (omc.calib).
-        from omc.calib.dataset import holdout_frames
-
-        frames = holdout_frames(meta, args.max_frames) or frames
-    if args.backend == "trt":
-        from omc.errors import CheckFailed
-        from omc.export.trt.verify import compare_trt_with_onnxruntime
-
-        comparison = compare_trt_with_onnxruntime(folder, trt_feeds(frames, loaded.network, meta, counts),
-                                                  meta.precision, _trt_device(args.device))  # fmt: skip
-        sys.stdout.write(comparison.summary() + "\n")
-        if not comparison.passed:
-            raise CheckFailed(f"TensorRT differs from ONNX Runtime beyond the {meta.precision} tolerance")
-        return 0
-    report = verify_export(folder, loaded.network, frames, counts)
-    drift_problems: list[str] = []
-    if meta.precision == "int8":
-        # Against the float export it was quantized from, on the calibration set's held-out frames:
-        # score, box and embedding drift and the change in detections kept after NMS (printed
-        # before the comparison table, whose last line is the verdict).
-        from omc.calib.drift import recorded_drift
-
-        drift = recorded_drift(folder, meta)
-        if drift is not None:
-            sys.stdout.write("INT8 vs its float export\n" + drift.table() + "\n\n")
-            drift_problems = drift.violations()
-    sys.stdout.write(report.table() + "\n")
-    raise_if_failed(report)
-    if drift_problems:
-        from omc.errors import CheckFailed
-
-        raise CheckFailed("INT8 drift outside the bounds: " + "; ".join(drift_problems))
+    outcome = verify(
+        args.onnx, weights_from_args(args), export_config=config, frames=args.frames, max_frames=args.max_frames,
+        tracklet_counts=parse_tracklet_counts(args.tracklets), backend=args.backend,
+        device=int(args.device) if args.device.isdigit() else args.device,
+    )  # fmt: skip
+    sys.stdout.write(outcome.text() + "\n")
+    outcome.raise_if_failed()
     return 0

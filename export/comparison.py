@@ -15,7 +15,9 @@ What is compared, per output (the report gives max abs / max rel error and the j
 The rule depends on the export's precision through COMPARISON_MODES: fp32 exports must match
 the reference within float32 rounding ("parity"); fp16 (and INT8) exports are judged on their
 drift from the float32 reference ("drift": the share of candidates and peaks kept, box and
-score errors) against looser, stated tolerances. A new precision is one row in that table.
+score errors) against looser, stated limits. The limits are the "reference" rows of
+omc.export.judge.BOUNDS, which also pairs the rows and measures the errors (one convention for
+every comparison); a new precision is one row there and one here.
 
 Noise floor: float32 results depend on the order of every sum, and a deep network with random
 weights amplifies that rounding layer by layer. The verify run therefore also runs the reference
@@ -30,21 +32,28 @@ fixture at 576 x 320), the stated limits stand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 import numpy as np
 import numpy.typing as npt
 
 from omc import contract
+from omc.export.judge import (
+    BOUNDS,
+    Bounds,
+    Limit,
+    OutputStats,
+    cosines,
+    error_relative_to_max,
+    max_abs_error,
+    pair_rows,
+    share_of_boxes_within,
+)
 from omc.export.reference_path import ReferenceFrame, ReferenceHeatmap, centre_cells
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
-# Rows of the engine's top-K compared per chunk when looking for reference partners.
-PAIRING_CHUNK = 64
-# A paired cost at or below this is a match (costs are gaps divided by their gates).
-MATCH_COST_LIMIT = 1.0
 # Stated limits widen to this many times the reference's own float32 noise where that is larger.
 NOISE_FACTOR = 4.0
 # |dot - 1| below which an engine row counts as a copy of a unit map row (float32 rounding of 512 terms).
@@ -52,79 +61,28 @@ COPY_DOT_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
-class Tolerance:
-    """Pass rule of one comparison mode.
-
-    score_abs: det_scores, det_density, trans_scores, recheck_heatmap (max |engine - reference|).
-    box_px, box_rel, box_share: det_boxes, trans_boxes, recheck_boxes: a box is within tolerance
-        when its largest coordinate error <= box_px + box_rel * its larger side (pixels); at
-        least box_share of the compared boxes must be.
-    cosine_min: det_embeddings, trans_embeddings, id_embeddings (smallest cosine to the reference).
-    feature_rel: recheck_features (max |error| / max |reference|).
-    tie_band: ranked lists: rows scoring within this of the K-th (P-th) may swap in or out.
-    kept_min: share of the reference's clear top-K rows / top-P peaks the engine must keep.
-    extra_max: share of engine rows allowed without a reference partner.
-    match_box_px, match_box_rel, match_score: gates for pairing engine rows with reference rows
-        (box gap <= match_box_px + match_box_rel * larger side, score gap <= match_score).
-    """
-
-    score_abs: float
-    box_px: float
-    box_rel: float
-    box_share: float
-    cosine_min: float
-    feature_rel: float
-    tie_band: float
-    kept_min: float
-    extra_max: float
-    match_box_px: float
-    match_box_rel: float
-    match_score: float
-
-
-@dataclass(frozen=True)
 class ComparisonMode:
     """How an export of one precision is judged: `name` ("parity" or "drift"), a one-line
-    description for the report, and its stated tolerance."""
+    description for the report, and its stated limits (a "reference" row of BOUNDS)."""
 
     name: str
     description: str
-    tolerance: Tolerance
+    tolerance: Bounds
 
 
-# fp32: the issue's limits (scores, density and heat 1e-4, boxes 0.05 px, cosine > 0.9999) with
-# reference_tiny.md's relative term for boxes (0.05 px + 1e-4 x the larger side: two float32 runs
-# of the reference differ by 0.05 px on its 2000 px boxes); ranked lists equal as sets up to ties
-# within 1e-4 (reference_tiny.md, "Comparing candidates").
-# fp16: drift from the float32 reference. export-and-tensorrt-notes.md measured 0.99-1.0 of the
-# top-100 peaks and 0.999 of the top-1000 candidates kept on shallow pattern modules; these
-# limits leave room for a deep network (the tiny reference fixture keeps 0.995 / 1.0). Deep
-# networks with random weights drift far more (errors grow about 1.2x per layer in PyTorch's
-# own half precision too) and fail them: that is their float16 behaviour, reported as such.
 COMPARISON_MODES: dict[str, ComparisonMode] = {
     "fp32": ComparisonMode(
-        "parity",
-        "ONNX Runtime vs the PyTorch reference, float32 rounding only",
-        Tolerance(score_abs=1e-4, box_px=0.05, box_rel=1e-4, box_share=1.0, cosine_min=0.9999, feature_rel=1e-4,
-                  tie_band=1e-4, kept_min=1.0, extra_max=0.0, match_box_px=1.0, match_box_rel=0.0, match_score=1e-3),
+        "parity", "ONNX Runtime vs the PyTorch reference, float32 rounding only", BOUNDS["reference"]["fp32"]
     ),
     "fp16": ComparisonMode(
-        "drift",
-        "fp16 graphs in ONNX Runtime vs the float32 PyTorch reference",
-        Tolerance(score_abs=0.05, box_px=2.0, box_rel=0.02, box_share=0.95, cosine_min=0.99, feature_rel=0.05,
-                  tie_band=0.01, kept_min=0.95, extra_max=0.05, match_box_px=2.0, match_box_rel=0.1, match_score=0.05),
+        "drift", "fp16 graphs in ONNX Runtime vs the float32 PyTorch reference", BOUNDS["reference"]["fp16"]
     ),
-    # int8 (omc.calib; verify uses the calibration set's held-out frames): measured on the random l
-    # network at 1088 x 608 (64 calibration frames), cpu / tensorrt target: worst ID-map cosine
-    # 0.975 / 0.935, recheck_features error 0.25 / 0.48 of its max (an intermediate map; the heat
-    # map it feeds stays within 0.027), every box within 4 px + 5 %, all top-K rows and peaks kept.
     "int8": ComparisonMode(
         "drift",
         "INT8 graphs in ONNX Runtime vs the float32 PyTorch reference, on held-out calibration frames",
-        Tolerance(score_abs=0.1, box_px=4.0, box_rel=0.05, box_share=0.9, cosine_min=0.9, feature_rel=0.6,
-                  tie_band=0.02, kept_min=0.9, extra_max=0.1, match_box_px=4.0, match_box_rel=0.2, match_score=0.1),
+        BOUNDS["reference"]["int8"],
     ),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -148,12 +106,12 @@ class NoiseFloor:
             max(self.feature_rel, other.feature_rel),
         )
 
-    def widen(self, tol: Tolerance, factor: float = NOISE_FACTOR) -> Tolerance:
+    def widen(self, tol: Bounds, factor: float = NOISE_FACTOR) -> Bounds:
         """`tol` with each limit widened to `factor` times this noise where that is larger."""
-        score = max(tol.score_abs, factor * self.score_abs)
         return replace(
             tol,
-            score_abs=score,
+            score_abs=max(tol.score_abs, factor * self.score_abs),
+            heat_abs=max(tol.heat_abs, factor * self.score_abs),
             box_px=max(tol.box_px, factor * self.box_px),
             cosine_min=min(tol.cosine_min, 1.0 - factor * self.cosine_gap),
             feature_rel=max(tol.feature_rel, factor * self.feature_rel),
@@ -163,25 +121,20 @@ class NoiseFloor:
         )
 
 
-def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) if a.size else 0.0
-
-
 def detector_noise(first: ReferenceFrame, second: ReferenceFrame) -> NoiseFloor:
     """Noise between two reference runs of the detector on one image (same candidate rows; the
     first run's embedding map is the cosine reference)."""
     id_first = first.id_unit.reshape(-1, first.id_unit.shape[-1])
     id_second = second.id_unit.reshape(-1, second.id_unit.shape[-1])
-    box = _max_abs(first.corners, second.corners)
+    box = max_abs_error(first.corners, second.corners)
     feature = 0.0
     if first.recheck_boxes is not None and second.recheck_boxes is not None:
-        box = max(box, _max_abs(first.recheck_boxes, second.recheck_boxes))
+        box = max(box, max_abs_error(first.recheck_boxes, second.recheck_boxes))
     if first.recheck_features is not None and second.recheck_features is not None:
-        scale = max(float(np.abs(first.recheck_features).max()), float(np.finfo(np.float32).tiny))
-        feature = _max_abs(first.recheck_features, second.recheck_features) / scale
+        feature = error_relative_to_max(second.recheck_features, first.recheck_features)
     return NoiseFloor(
         box_px=box,
-        score_abs=max(_max_abs(first.scores, second.scores), _max_abs(first.density, second.density)),
+        score_abs=max(max_abs_error(first.scores, second.scores), max_abs_error(first.density, second.density)),
         cosine_gap=float(1.0 - cosines(id_first, id_second).min()),
         feature_rel=feature,
     )
@@ -189,133 +142,56 @@ def detector_noise(first: ReferenceFrame, second: ReferenceFrame) -> NoiseFloor:
 
 def heatmap_noise(first: ReferenceHeatmap, second: ReferenceHeatmap) -> NoiseFloor:
     """Noise between two reference runs of the re-check heat map."""
-    return NoiseFloor(score_abs=_max_abs(first.heat, second.heat))
+    return NoiseFloor(score_abs=max_abs_error(first.heat, second.heat))
 
 
 # --- statistics -----------------------------------------------------------------------------------
 
-
-@dataclass
-class OutputStats:
-    """Running worst errors of one output (or ranked set) over all frames and tracklet counts.
-
-    metric: what the verdict judges ("abs", "boxes within", "cosine", "rel to max", "kept",
-    "extra"); worst: its worst value so far; limit: the tolerance; higher_is_better for
-    "boxes within", "cosine" and "kept". max_abs / max_rel: element-wise errors where they apply.
-    """
-
-    name: str
-    metric: str
-    limit: float
-    higher_is_better: bool = False
-    max_abs: float = 0.0
-    max_rel: float = 0.0
-    worst: float | None = None
-    has_errors: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    def add_errors(self, engine: np.ndarray, reference: np.ndarray) -> None:
-        """Fold element-wise |engine - reference| (and relative to |reference|) into the maxima."""
-        if engine.size == 0:
-            return
-        self.has_errors = True
-        diff = np.abs(engine.astype(np.float64) - reference.astype(np.float64))
-        scale = np.abs(reference.astype(np.float64))
-        self.max_abs = max(self.max_abs, float(diff.max()))
-        rel = np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
-        self.max_rel = max(self.max_rel, float(rel.max()))
-
-    def judge(self, value: float) -> None:
-        if self.worst is None:
-            self.worst = value
-        else:
-            self.worst = min(self.worst, value) if self.higher_is_better else max(self.worst, value)
-
-    def note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
-
-    @property
-    def passed(self) -> bool:
-        if self.worst is None:
-            return True
-        return self.worst >= self.limit if self.higher_is_better else self.worst <= self.limit
+# Judged metrics: the label the report prints, the Bounds field that limits it, and whether
+# higher is better.
+METRICS: dict[str, tuple[str, str, bool]] = {
+    "abs": ("abs", "score_abs", False),
+    "heat": ("abs", "heat_abs", False),
+    "boxes within": ("boxes within", "box_share", True),
+    "cosine": ("cosine", "cosine_min", True),
+    "rel to max": ("rel to max", "feature_rel", False),
+    "kept": ("kept", "kept_min", True),
+    "extra": ("extra", "extra_max", False),
+}
 
 
 class ComparisonStats:
-    """All OutputStats of one verification under one tolerance, in the order first met."""
+    """All OutputStats of one verification under one set of limits, in the order first met."""
 
-    def __init__(self, tol: Tolerance) -> None:
+    def __init__(self, tol: Bounds) -> None:
         self.tol = tol
         self.stats: dict[str, OutputStats] = {}
 
     def get(self, name: str, metric: str) -> OutputStats:
+        """The stats of output `name`, judged on `metric` (a key of METRICS)."""
         if name not in self.stats:
-            tol = self.tol
-            limits = {
-                "boxes within": (tol.box_share, True), "abs": (tol.score_abs, False), "cosine": (tol.cosine_min, True),
-                "rel to max": (tol.feature_rel, False), "kept": (tol.kept_min, True), "extra": (tol.extra_max, False),
-            }  # fmt: skip
-            limit, higher = limits[metric]
-            self.stats[name] = OutputStats(name, metric, limit, higher)
+            label, bound, higher = METRICS[metric]
+            self.stats[name] = OutputStats(name, label, Limit(getattr(self.tol, bound), at_least=higher))
         return self.stats[name]
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of [R, E] arrays (float64); 1 where a row is zero."""
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    dot = (a64 * b64).sum(-1)
-    norms = np.linalg.norm(a64, axis=-1) * np.linalg.norm(b64, axis=-1)
-    return np.divide(dot, norms, out=np.ones_like(dot), where=norms > 0)
 
 
 # --- the detector -----------------------------------------------------------------------------------
 
 
-def _larger_side(corners: F32) -> F32:
-    """[..., 4] corners -> [...] max(width, height), at least 1 pixel."""
-    sides = np.abs(corners[..., 2:4] - corners[..., 0:2]).max(-1)
-    return np.maximum(sides, 1.0).astype(np.float32)
+def _judge_kept(entry: OutputStats, required: I64, found: I64, what: str) -> None:
+    """Fold the share of the `required` reference rows (cells) that are among `found` into
+    `entry` (1 when none is required), noting how many are missing."""
+    kept = float(np.isin(required, found).mean()) if required.size else 1.0
+    entry.judge(kept)
+    if kept < 1.0:
+        entry.note(f"{int(round((1 - kept) * required.size))} of {required.size} clear {what} missing")
 
 
-def judge_boxes(entry: OutputStats, engine: F32, reference: F32, tol: Tolerance) -> None:
-    """Fold [..., 4] engine corners vs reference corners into `entry` (share within tolerance)."""
+def judge_boxes(entry: OutputStats, engine: F32, reference: F32, tol: Bounds) -> None:
+    """Fold [..., 4] engine corners vs reference corners into `entry` (share within the limits)."""
     entry.add_errors(engine, reference)
-    if engine.size == 0:
-        return
-    error = np.abs(engine.astype(np.float64) - reference).max(-1)
-    within = error <= tol.box_px + tol.box_rel * _larger_side(reference)
-    entry.judge(float(within.mean()))
-
-
-def pair_rows(
-    engine_boxes: F32, engine_scores: F32, ref_boxes: F32, ref_scores: F32, tol: Tolerance
-) -> tuple[I64, I64]:
-    """(engine rows, reference rows) paired by a linear assignment on the larger of the box gap
-    and the score gap, each divided by its gate; pairs beyond either gate are not made."""
-    from omc.runtime.assign import linear_assignment
-
-    box_gate = tol.match_box_px + tol.match_box_rel * _larger_side(ref_boxes)
-    pair_rows: list[np.ndarray] = []
-    pair_cols: list[np.ndarray] = []
-    pair_cost: list[np.ndarray] = []
-    for start in range(0, len(engine_boxes), PAIRING_CHUNK):
-        boxes = engine_boxes[start : start + PAIRING_CHUNK]
-        box_gap = np.abs(boxes[:, None, :] - ref_boxes[None, :, :]).max(-1) / box_gate[None, :]
-        score_gap = np.abs(engine_scores[start : start + PAIRING_CHUNK, None] - ref_scores[None, :]) / tol.match_score
-        cost = np.maximum(box_gap, score_gap)
-        rows, cols = np.nonzero(cost <= MATCH_COST_LIMIT)
-        pair_rows.append(rows + start)
-        pair_cols.append(cols)
-        pair_cost.append(cost[rows, cols])
-    rows, cols, costs = np.concatenate(pair_rows), np.concatenate(pair_cols), np.concatenate(pair_cost)
-    if rows.size == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    used_cols, dense_cols = np.unique(cols, return_inverse=True)
-    dense = np.full((len(engine_boxes), len(used_cols)), np.inf)
-    dense[rows, dense_cols] = costs
-    assignment = linear_assignment(dense, MATCH_COST_LIMIT)
-    return assignment.matches[:, 0], used_cols[assignment.matches[:, 1]].astype(np.int64)
+    if engine.size:
+        entry.judge(share_of_boxes_within(engine, reference, tol))
 
 
 def compare_detector(engine: Mapping[str, np.ndarray], item: int, ref: ReferenceFrame, stats: ComparisonStats) -> None:
@@ -334,11 +210,7 @@ def compare_detector(engine: Mapping[str, np.ndarray], item: int, ref: Reference
     engine_rows, pool_rows = pair_rows(boxes, scores, ref.corners[pool], ref.scores[pool], tol)
     ref_rows = pool[pool_rows]
     required = ranked[ref.scores[ranked] > kth + tol.tie_band]
-    kept = float(np.isin(required, ref_rows).mean()) if required.size else 1.0
-    entry = stats.get("det top-K (kept)", "kept")
-    entry.judge(kept)
-    if kept < 1.0:
-        entry.note(f"{int(round((1 - kept) * required.size))} of {required.size} clear rows missing")
+    _judge_kept(stats.get("det top-K (kept)", "kept"), required, ref_rows, "rows")
     entry = stats.get("det top-K (unpaired)", "extra")
     entry.judge(1.0 - len(engine_rows) / topk)
     if np.any(np.diff(scores) > 0):
@@ -366,8 +238,7 @@ def compare_detector(engine: Mapping[str, np.ndarray], item: int, ref: Reference
         features = engine[contract.RECHECK_FEATURES][item]
         entry = stats.get(contract.RECHECK_FEATURES, "rel to max")
         entry.add_errors(features, ref.recheck_features)
-        scale = max(float(np.abs(ref.recheck_features).max()), float(np.finfo(np.float32).tiny))
-        entry.judge(float(np.abs(features.astype(np.float64) - ref.recheck_features).max()) / scale)
+        entry.judge(error_relative_to_max(features, ref.recheck_features))
         judge_boxes(
             stats.get(contract.RECHECK_BOXES, "boxes within"), engine[contract.RECHECK_BOXES][item], ref.recheck_boxes, tol
         )
@@ -424,7 +295,7 @@ def compare_recheck(
         raise ValueError("compare_recheck needs a reference frame with re-check outputs")
     tol = stats.tol
     heat = engine[contract.RECHECK_HEATMAP][0, 0]
-    entry = stats.get(contract.RECHECK_HEATMAP, "abs")
+    entry = stats.get(contract.RECHECK_HEATMAP, "heat")
     entry.add_errors(heat, ref_heat.heat)
     entry.judge(entry.max_abs)
     scores = engine[contract.TRANS_SCORES][0]
@@ -444,11 +315,7 @@ def compare_recheck(
     # An engine peak is valid where the reference has a peak within the tie band, high enough.
     valid = (ref_flat[cells] >= neighbours[cells] - tol.tie_band) & (ref_flat[cells] >= pth - tol.tie_band)
     clear = np.flatnonzero((suppressed > pth + tol.tie_band) & (ref_flat > neighbours + tol.tie_band))
-    kept = float(np.isin(clear, cells).mean()) if clear.size else 1.0
-    ranked_stats = stats.get("trans top-P (kept)", "kept")
-    ranked_stats.judge(kept)
-    if kept < 1.0:
-        ranked_stats.note(f"{int(round((1 - kept) * clear.size))} of {clear.size} clear peaks missing")
+    _judge_kept(stats.get("trans top-P (kept)", "kept"), clear, cells, "peaks")
     extra_stats = stats.get("trans top-P (unpaired)", "extra")
     unpaired = (len(positive) - int(valid.sum())) / max(len(positive), 1)
     extra_stats.judge(unpaired)

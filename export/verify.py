@@ -9,21 +9,30 @@ omc.export.comparison.
 
 The reference is the float32 network whatever the export's precision: an fp16 export is judged
 on its drift from float32.
+
+`verify` is the whole `omc verify` (the command line parses, calls it, prints its text): it
+finds the weights (given, or as export.json records them), exports them first when no folder is
+given, picks the frames and runs ONNX Runtime against the reference, or TensorRT against ONNX
+Runtime (omc.export.trt.verify). An INT8 export is judged on its calibration set's held-out frames
+and also against the float export it was quantized from; both records belong to omc.calib, the
+one package this module calls into for INT8 exports only (imported there, lazily).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from omc import contract
+from omc.config import ExportConfig
 from omc.contract import EngineMeta
 from omc.errors import BadInput, CheckFailed
 from omc.export.comparison import (
@@ -32,16 +41,21 @@ from omc.export.comparison import (
     ComparisonMode,
     ComparisonStats,
     NoiseFloor,
-    OutputStats,
-    Tolerance,
     compare_detector,
     compare_recheck,
     detector_noise,
     heatmap_noise,
 )
+from omc.export.judge import Bounds, OutputStats
 from omc.export.model import OMCNetwork
 from omc.export.reference_path import ReferenceFrame, ReferenceHeatmap, reference_detector, reference_heatmap
-from omc.export.verify_inputs import build_tracklets
+from omc.export.verify_inputs import build_tracklets, generated_frames, source_frames
+from omc.export.weights_source import WeightsSource, weights_of_export
+
+if TYPE_CHECKING:
+    from omc.calib.drift import DriftReport
+    from omc.export.checkpoint import LoadedCheckpoint
+    from omc.export.trt.verify import TrtComparison
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +64,11 @@ U8 = npt.NDArray[np.uint8]
 TYPICAL_TRACKLETS = 32
 # Frames verify uses when none are given (generated) and at most from a source.
 DEFAULT_FRAMES = 2
+# Tracklet counts `verify` runs the re-check with; MAX_TRACKLETS stands for the export's maximum.
+MAX_TRACKLETS = "max"
+DEFAULT_TRACKLET_COUNTS: tuple[int | str, ...] = (1, TYPICAL_TRACKLETS, MAX_TRACKLETS)
+# The engine pairs `verify` compares: ONNX Runtime against PyTorch, TensorRT against ONNX Runtime.
+VERIFY_BACKENDS = ("ort", "trt")
 # Notes shown per output in the report table.
 NOTES_SHOWN = 2
 
@@ -73,7 +92,7 @@ class VerifyReport:
 
     precision: str
     mode: ComparisonMode
-    tolerance: Tolerance
+    tolerance: Bounds
     noise: NoiseFloor
     frames: int
     tracklet_counts: tuple[int, ...]
@@ -101,7 +120,7 @@ class VerifyReport:
         ]
         for s in self.stats:
             worst = "-" if s.worst is None else f"{s.worst:.4g}"
-            bound = (">=" if s.higher_is_better else "<=") + f"{s.limit:.4g}"
+            bound = str(s.limit)
             max_abs, max_rel = (f"{s.max_abs:.3g}", f"{s.max_rel:.3g}") if s.has_errors else ("-", "-")
             notes = f"  ({'; '.join(s.notes[:NOTES_SHOWN])})" if s.notes else ""
             lines.append(
@@ -274,3 +293,120 @@ def raise_if_failed(report: VerifyReport) -> None:
         raise CheckFailed(
             f"{', '.join(report.failures())} outside the {report.precision} tolerance ({report.mode.name})"
         )
+
+
+# --- omc verify ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    """What `verify` found: the comparison (ONNX Runtime vs PyTorch, or TensorRT vs ONNX Runtime)
+    and, for an INT8 export, its drift from the float export it came from (None when that export
+    or its calibration set is gone, or for other precisions)."""
+
+    comparison: "VerifyReport | TrtComparison"
+    drift: "DriftReport | None" = None
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison.passed and not self.drift_problems()
+
+    def drift_problems(self) -> list[str]:
+        return self.drift.violations() if self.drift is not None else []
+
+    def text(self) -> str:
+        """The drift table (INT8), then the comparison table, whose last line is PASSED or FAILED."""
+        if isinstance(self.comparison, VerifyReport):
+            table = self.comparison.table()
+        else:
+            table = self.comparison.summary()
+        if self.drift is None:
+            return table
+        return "INT8 vs its float export\n" + self.drift.table() + "\n\n" + table
+
+    def raise_if_failed(self) -> None:
+        """CheckFailed naming what is outside the bounds (the CLI's exit status 1)."""
+        if isinstance(self.comparison, VerifyReport):
+            raise_if_failed(self.comparison)
+        elif not self.comparison.passed:
+            raise CheckFailed(
+                f"TensorRT differs from ONNX Runtime beyond the {self.comparison.precision} tolerance"
+            )
+        problems = self.drift_problems()
+        if problems:
+            raise CheckFailed("INT8 drift outside the bounds: " + "; ".join(problems))
+
+
+def verify(
+    onnx_dir: str | Path | None,
+    weights: WeightsSource = WeightsSource(),
+    *,
+    export_config: ExportConfig = ExportConfig(),
+    frames: str | Path | None = None,
+    max_frames: int = DEFAULT_FRAMES,
+    tracklet_counts: Sequence[int | str] = DEFAULT_TRACKLET_COUNTS,
+    backend: str = VERIFY_BACKENDS[0],
+    device: int | str = 0,
+) -> VerifyOutcome:
+    """`omc verify`: an export against the float32 PyTorch reference (backend "ort") or its
+    TensorRT plans against ONNX Runtime (backend "trt", needs a GPU).
+
+    onnx_dir: the export; None exports `weights` with `export_config` to a temporary folder
+    first (backend "ort" only). weights: the reference network; not given, the weights the
+    export's export.json records. frames: video, image folder or MOTChallenge sequence (None:
+    generated frames; for an INT8 export, its calibration set's held-out frames); at most
+    `max_frames` are used. tracklet_counts: n of the re-check runs, MAX_TRACKLETS for the
+    export's maximum. device: the GPU of backend "trt" (an index or "cuda:N").
+    Raises BadInput (OmcError) for what the user can fix; the outcome says whether it passed.
+    """
+    if backend not in VERIFY_BACKENDS:
+        raise BadInput(f"verify backend '{backend}' is not one of {', '.join(VERIFY_BACKENDS)}")
+    if max_frames < 1:
+        raise BadInput(f"verify needs at least 1 frame, got max_frames {max_frames}")
+    if onnx_dir is None:
+        weights.check()
+        if backend == "trt":
+            raise BadInput("--backend trt compares built TensorRT plans: pass the folder that holds them with --onnx")
+        from omc.export.onnx_export import export_engines
+
+        width, height = export_config.img_size
+        loaded = weights.load((height, width))
+        with tempfile.TemporaryDirectory(prefix="omc-verify-") as folder:
+            export_engines(loaded, export_config, folder, seed=weights.export_seed)
+            return _verify_folder(Path(folder), EngineMeta.load(folder), loaded, frames, max_frames, tracklet_counts,
+                                  backend, device)  # fmt: skip
+    onnx_dir = Path(onnx_dir)
+    meta = EngineMeta.load(onnx_dir)
+    if backend == "trt":
+        from omc.export.trt.verify import check_plans_run_here
+
+        check_plans_run_here(onnx_dir, meta, device)  # before any weights load
+    return _verify_folder(onnx_dir, meta, weights_of_export(meta, weights), frames, max_frames, tracklet_counts,
+                          backend, device)  # fmt: skip
+
+
+def _verify_folder(
+    folder: Path, meta: EngineMeta, loaded: "LoadedCheckpoint", source: str | Path | None, max_frames: int,
+    tracklet_counts: Sequence[int | str], backend: str, device: int | str,
+) -> VerifyOutcome:
+    counts = tuple(meta.max_tracklets if count == MAX_TRACKLETS else int(count) for count in tracklet_counts)
+    hw = meta.input_hw
+    images = generated_frames(hw, max_frames) if source is None else source_frames(source, hw, max_frames)
+    if source is None and meta.precision == "int8":
+        # INT8 ranges hold for frames like the calibration footage: its held-out frames (omc.calib).
+        from omc.calib.dataset import holdout_frames
+
+        images = holdout_frames(meta, max_frames) or images
+    if backend == "trt":
+        from omc.export.trt.verify import compare_trt_with_onnxruntime
+
+        feeds = trt_feeds(images, loaded.network, meta, counts)
+        return VerifyOutcome(compare_trt_with_onnxruntime(folder, feeds, meta.precision, device))
+    report = verify_export(folder, loaded.network, images, counts)
+    if meta.precision != "int8":
+        return VerifyOutcome(report)
+    # Against the float export it was quantized from, on the calibration set's held-out frames:
+    # score, box and embedding drift and the change in detections kept after NMS.
+    from omc.calib.drift import recorded_drift
+
+    return VerifyOutcome(report, recorded_drift(folder, meta))

@@ -166,6 +166,43 @@ def select_transductive(
     return rows[fuse_transductive(basic_boxes, boxes[rows], config.fusion_iou_thres)]
 
 
+@dataclass(frozen=True)
+class DetectionRows:
+    """Rows one engine output set contributes to a frame's detections (network pixels).
+
+    boxes [N, 4] float32 corners; scores [N] float32; embeddings [N, E] (any float dtype, not yet
+    normalised); rows [N] int, the row of `det_*` (basic) or `trans_*` (re-check) each came from.
+    """
+
+    boxes: F32
+    scores: F32
+    embeddings: npt.NDArray[np.floating]
+    rows: npt.NDArray[np.integer]
+
+
+def assemble_detections(
+    basic: DetectionRows, restored: DetectionRows | None, transform: LetterboxTransform
+) -> FrameDetections:
+    """The frame's detections: the basic rows, then the restored (fused re-check) rows; boxes
+    mapped to frame pixels, embeddings L2-normalised, zero-height boxes dropped (drop_unmeasurable).
+
+    The end of `frame_detections`, public for paths that choose rows their own way (the
+    benchmark's PyTorch path) and must build detections exactly as the runtime does.
+    """
+    parts = [basic] if restored is None else [basic, restored]
+    flags = [np.zeros(len(basic.scores), bool)] + ([] if restored is None else [np.ones(len(restored.scores), bool)])
+    boxes_input = np.concatenate([p.boxes for p in parts]).astype(np.float32, copy=False).reshape(-1, 4)
+    dim = basic.embeddings.shape[-1]
+    return drop_unmeasurable(FrameDetections(
+        boxes_input=boxes_input,
+        boxes=transform.to_frame(boxes_input),
+        scores=np.concatenate([p.scores for p in parts]).astype(np.float32, copy=False),
+        embeddings=unit_rows(np.concatenate([p.embeddings for p in parts]).reshape(-1, dim)),
+        restored=np.concatenate(flags),
+        rows=np.concatenate([p.rows for p in parts]).astype(np.int64),
+    ))
+
+
 def frame_detections(
     detector_outputs: Mapping[str, object],
     recheck_outputs: Mapping[str, object] | None,
@@ -189,9 +226,7 @@ def frame_detections(
     if not finite.all():
         logger.warning("dropped %d detection(s) with a NaN or inf embedding", int((~finite).sum()))
         basic, basic_embeddings = basic[finite], basic_embeddings[finite]
-    parts_boxes, parts_scores, parts_emb = [boxes[basic]], [scores[basic]], [basic_embeddings]
-    parts_rows, parts_restored = [basic], [np.zeros(len(basic), bool)]
-
+    restored = None
     if recheck_outputs is not None:
         t_boxes = _host(recheck_outputs[contract.TRANS_BOXES]).astype(np.float32, copy=False)
         t_scores = _host(recheck_outputs[contract.TRANS_SCORES]).astype(np.float32, copy=False)
@@ -202,19 +237,5 @@ def frame_detections(
         if not finite.all():
             logger.warning("dropped %d re-check detection(s) with a NaN or inf embedding", int((~finite).sum()))
             fused, fused_embeddings = fused[finite], fused_embeddings[finite]
-        parts_boxes.append(t_boxes[fused])
-        parts_scores.append(t_scores[fused])
-        parts_emb.append(fused_embeddings)
-        parts_rows.append(fused)
-        parts_restored.append(np.ones(len(fused), bool))
-
-    boxes_input = np.concatenate(parts_boxes).astype(np.float32, copy=False).reshape(-1, 4)
-    dim = embeddings.shape[-1]
-    return drop_unmeasurable(FrameDetections(
-        boxes_input=boxes_input,
-        boxes=transform.to_frame(boxes_input),
-        scores=np.concatenate(parts_scores).astype(np.float32, copy=False),
-        embeddings=unit_rows(np.concatenate(parts_emb).reshape(-1, dim)),
-        restored=np.concatenate(parts_restored),
-        rows=np.concatenate(parts_rows).astype(np.int64),
-    ))
+        restored = DetectionRows(t_boxes[fused], t_scores[fused], fused_embeddings, fused)
+    return assemble_detections(DetectionRows(boxes[basic], scores[basic], basic_embeddings, basic), restored, transform)

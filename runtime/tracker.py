@@ -262,9 +262,9 @@ class Tracker:
         if not self._rechecks:
             self.last_tracklet_count = 0
             return None
-        pool = self._pool_slots()
+        pool = self.tracklet_features()
         self.last_tracklet_count = len(pool)
-        return self._table.smooth_feature[pool] if len(pool) else None
+        return pool if len(pool) else None
 
     def skip_frames(self, count: int) -> None:
         """Count `count` frames of the stream that were not tracked (dropped while the engines were
@@ -356,9 +356,14 @@ class Tracker:
             pool = pool[: self.meta.max_tracklets]
         return pool
 
-    def _tracklet_pool(self) -> list[Tracklet]:
-        """The re-check's tracklets (see `_pool_slots`) as views, for callers that feed another re-check."""
-        return [Tracklet(self._table, slot) for slot in self._pool_slots().tolist()]
+    def tracklet_features(self) -> npt.NDArray[np.float32]:
+        """The re-check's tracklets now: float32 [n, E] smoothed unit embeddings (a new array) of the
+        tracked, confirmed tracks with a stored feature, in list order, at most meta.max_tracklets.
+
+        What `update` sends to the re-check engine; for callers that run a re-check of their own
+        (the benchmark's PyTorch path) and then call `update_from_detections`.
+        """
+        return self._table.smooth_feature[self._pool_slots()]
 
     # --- steps 3-8: association and life cycle ---------------------------------------------------
     # Track lists are int64 arrays of TrackTable slots, in the reference's list order; every step

@@ -36,6 +36,13 @@ def _root() -> Path:
     return root
 
 
+def session_folder(name: str) -> Path:
+    """A folder of this test session's temporary root (removed at exit), created when missing."""
+    folder = _root() / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @lru_cache(maxsize=1)
 def small_checkpoint() -> Any:
     """The LoadedCheckpoint `small_export` exports (float32, built for 320 x 192)."""

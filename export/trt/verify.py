@@ -1,14 +1,15 @@
 """`omc verify --backend trt`: the TensorRT engines against ONNX Runtime on the same feeds.
 
 ONNX Runtime on the CPU runs the ONNX files the plans were built from and is the reference.
-Every output is compared by its contract name, with one tolerance row per precision:
+Every output is compared by its contract name, against the "tensorrt" row of the export's
+precision in omc.export.judge.BOUNDS (which also pairs the rows and measures the errors):
 - maps (`id_embeddings`, `recheck_features`, `recheck_boxes`, `recheck_heatmap`) element-wise,
   passing where |trt - ort| <= abs + rel * |ort| (NumPy's allclose rule);
 - ranked outputs (the detector's top-K candidates, the re-check's top-P peaks) as sets: TensorRT
   and ONNX Runtime order near-tied scores differently (export-and-tensorrt-notes.md), so each
-  reference row with a positive score is matched to a TensorRT row whose box lies within
-  `box_px` and whose score passes the allclose rule; the matched fraction must reach
-  `min_matched`, and the matched rows' scores, densities and embeddings must pass the rule.
+  reference row with a positive score is paired one to one with a TensorRT row whose box lies
+  within `match_box_px` and whose score passes the allclose rule; the matched fraction must
+  reach `kept_min`, and the matched rows' scores, densities and embeddings must pass the rule.
 The report gives, per output, the largest errors and the absolute tolerance that would have
 passed (Polygraphy's comparator does the same), so a failure says by how much.
 
@@ -27,32 +28,11 @@ import numpy as np
 from omc import contract
 from omc.contract import EngineMeta
 from omc.errors import BadInput, MissingDependency
+from omc.export.judge import Bounds, Limit, OutputStats, bounds_for, pair_rows
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    """Pass rule of one precision: allclose(abs, rel); ranked rows matched within box_px pixels,
-    at least min_matched of them."""
-
-    abs: float
-    rel: float
-    box_px: float
-    min_matched: float
-
-
-# Starting points, to be re-measured on each GPU class:
-# - fp32: fp32 builds clear TensorRT's TF32 flag (export/trt/builder.py), so only float32
-#   accumulation-order differences remain; boxes stay within a twentieth of a pixel.
-# - fp16: 11-bit mantissa; the notes measured 0.999 of the top-1000 candidates and 0.99 of the
-#   top-100 peaks kept against fp32, and coordinates near 500 px rounding by up to 0.125 px.
-# - int8: quantisation steps of the activations; the set-level match carries the verdict.
-TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(abs=1e-3, rel=1e-3, box_px=0.05, min_matched=0.999),
-    "fp16": Tolerance(abs=2e-2, rel=2e-2, box_px=0.5, min_matched=0.99),
-    "int8": Tolerance(abs=1e-1, rel=1e-1, box_px=2.0, min_matched=0.95),
-}
 MAP_OUTPUTS = (contract.ID_EMBEDDINGS, contract.RECHECK_FEATURES, contract.RECHECK_BOXES, contract.RECHECK_HEATMAP)
 # Ranked groups: (box output, score output, the other per-row outputs).
 RANKED_GROUPS = (
@@ -81,7 +61,7 @@ class TrtComparison:
     """The verdict of `compare_trt_with_onnxruntime`."""
 
     precision: str
-    tolerance: Tolerance
+    tolerance: Bounds
     feeds: int
     outputs: tuple[OutputComparison, ...]
 
@@ -94,7 +74,8 @@ class TrtComparison:
         tol = self.tolerance
         lines = [
             f"TensorRT vs ONNX Runtime, {self.precision}, {self.feeds} feed(s): "
-            f"abs {tol.abs:g} + rel {tol.rel:g}, boxes within {tol.box_px:g} px, matched >= {tol.min_matched:g}",
+            f"abs {tol.score_abs:g} + rel {tol.score_rel:g}, boxes within {tol.match_box_px:g} px, "
+            f"matched >= {tol.kept_min:g}",
             f"{'output':<20} {'max abs':>10} {'max rel':>10} {'needs abs':>10} {'matched':>8}  result",
         ]
         for row in self.outputs:
@@ -109,56 +90,45 @@ class TrtComparison:
 
 @dataclass
 class _Errors:
-    """Running maxima of one output's errors over all feeds."""
+    """Running errors of one output over all feeds (the judge's OutputStats, judged on the absolute
+    tolerance it needs) and its smallest matched fraction for ranked outputs."""
 
-    max_abs: float = 0.0
-    max_rel: float = 0.0
-    needed_abs: float = 0.0
+    stats: OutputStats
     matched: float | None = None
-
-    def add(self, trt_values: np.ndarray, ort_values: np.ndarray, tol: Tolerance) -> None:
-        if ort_values.size == 0:
-            return
-        trt64 = np.asarray(trt_values, np.float64)
-        ort64 = np.asarray(ort_values, np.float64)
-        diff = np.abs(trt64 - ort64)
-        scale = np.abs(ort64)
-        self.max_abs = max(self.max_abs, float(diff.max()))
-        rel = np.divide(diff, scale, out=np.zeros_like(diff), where=scale > 0)
-        self.max_rel = max(self.max_rel, float(rel.max()))
-        self.needed_abs = max(self.needed_abs, float((diff - tol.rel * scale).max()))
 
     def add_matched(self, fraction: float) -> None:
         self.matched = fraction if self.matched is None else min(self.matched, fraction)
 
 
 def _match_rows(
-    ort_boxes: np.ndarray, ort_scores: np.ndarray, trt_boxes: np.ndarray, trt_scores: np.ndarray, tol: Tolerance
+    ort_boxes: np.ndarray, ort_scores: np.ndarray, trt_boxes: np.ndarray, trt_scores: np.ndarray, tol: Bounds
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (ort_rows, trt_rows) of matched candidates of one image.
 
     ort_boxes / trt_boxes: [K, 4] xyxy pixels; scores [K]. Only reference rows with a positive
-    score count (the rest is padding). Each reference row takes the TensorRT row with the
-    closest box among those within box_px whose score passes the allclose rule.
+    score count (the rest is padding). Pairs are one to one (omc.export.judge.pair_rows): box
+    gap within match_box_px, score gap within match_score + match_score_rel * |reference score|.
     """
     rows = np.flatnonzero(ort_scores > 0)
     if rows.size == 0 or trt_boxes.shape[0] == 0:
         return rows[:0], rows[:0]
-    box_gap = np.abs(ort_boxes[rows, None, :] - trt_boxes[None, :, :]).max(axis=-1)  # [N, K]
-    score_ok = np.abs(ort_scores[rows, None] - trt_scores[None, :]) <= tol.abs + tol.rel * np.abs(ort_scores[rows, None])
-    candidate = (box_gap <= tol.box_px) & score_ok
-    gap = np.where(candidate, box_gap, np.inf)
-    best = gap.argmin(axis=1)
-    found = np.isfinite(gap[np.arange(rows.size), best])
-    return rows[found], best[found]
+    trt_rows, positive_rows = pair_rows(trt_boxes, trt_scores, ort_boxes[rows], ort_scores[rows], tol)
+    order = np.argsort(positive_rows, kind="stable")
+    return rows[positive_rows[order]], trt_rows[order]
+
+
+def _entry(errors: dict[str, _Errors], name: str, tol: Bounds) -> _Errors:
+    if name not in errors:
+        errors[name] = _Errors(OutputStats(name, "needs abs", Limit(tol.score_abs)))
+    return errors[name]
 
 
 def _compare_outputs(
-    trt_out: Mapping[str, np.ndarray], ort_out: Mapping[str, np.ndarray], tol: Tolerance, errors: dict[str, _Errors]
+    trt_out: Mapping[str, np.ndarray], ort_out: Mapping[str, np.ndarray], tol: Bounds, errors: dict[str, _Errors]
 ) -> None:
     for name in MAP_OUTPUTS:
         if name in ort_out:
-            errors.setdefault(name, _Errors()).add(trt_out[name], ort_out[name], tol)
+            _entry(errors, name, tol).stats.add_errors(trt_out[name], ort_out[name], tol.score_rel)
     for boxes_name, scores_name, others in RANKED_GROUPS:
         if scores_name not in ort_out:
             continue
@@ -169,25 +139,27 @@ def _compare_outputs(
             positive = int((ort_out[scores_name][item] > 0).sum())
             fraction = ort_rows.size / positive if positive else 1.0
             for name in (boxes_name, scores_name, *others):
-                entry = errors.setdefault(name, _Errors())
+                entry = _entry(errors, name, tol)
                 entry.add_matched(fraction)
-                entry.add(trt_out[name][item][trt_rows], ort_out[name][item][ort_rows], tol)
+                entry.stats.add_errors(trt_out[name][item][trt_rows], ort_out[name][item][ort_rows], tol.score_rel)
 
 
-def verdict(errors: Mapping[str, _Errors], tol: Tolerance) -> tuple[OutputComparison, ...]:
-    """One row per output: passed when its matched fraction reaches min_matched and its
-    errors fit abs + rel * |reference|."""
+def verdict(errors: Mapping[str, _Errors], tol: Bounds) -> tuple[OutputComparison, ...]:
+    """One row per output: passed when its matched fraction reaches kept_min and its errors fit
+    score_abs + score_rel * |reference|."""
+    kept = Limit(tol.kept_min, at_least=True)
     rows = []
     for name, entry in errors.items():
-        matched_ok = entry.matched is None or entry.matched >= tol.min_matched
+        stats = entry.stats
+        stats.judge(stats.needed_abs)
         rows.append(
             OutputComparison(
                 name=name,
-                max_abs=entry.max_abs,
-                max_rel=entry.max_rel,
-                needed_abs=max(entry.needed_abs, 0.0),
+                max_abs=stats.max_abs,
+                max_rel=stats.max_rel,
+                needed_abs=max(stats.needed_abs, 0.0),
                 matched=entry.matched,
-                passed=matched_ok and entry.needed_abs <= tol.abs,
+                passed=(entry.matched is None or kept.holds(entry.matched)) and stats.passed,
             )
         )
     return tuple(rows)
@@ -245,14 +217,12 @@ def compare_trt_with_onnxruntime(
     (without them the re-check gets the reference detector's best DEFAULT_TRACKLETS
     det_embeddings of the first image). The re-check runs on the first image of each feed, on
     each backend's own detector outputs (the TensorRT pair passes its device maps directly).
-    precision: a key of TOLERANCES.  Raises OmcError when the engines cannot be opened (no GPU,
+    precision: a key of BOUNDS["tensorrt"].  Raises OmcError when the engines cannot be opened (no GPU,
     no TensorRT, a sidecar mismatch) and BadInput when no feed was given.
     """
     from omc.runtime.backends.trt import TensorRTBackend
 
-    if precision not in TOLERANCES:
-        raise BadInput(f"precision '{precision}' is not one of {', '.join(TOLERANCES)}")
-    tol = TOLERANCES[precision]
+    tol = bounds_for("tensorrt", precision)
     engine_dir = Path(engine_dir)
     meta = EngineMeta.load(engine_dir)
     trt_detector, trt_recheck = TensorRTBackend.open_pair(engine_dir, meta, device)

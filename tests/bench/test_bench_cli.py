@@ -74,6 +74,8 @@ def test_result_has_every_stage_fps_and_environment(toy_run: dict[str, Any]) -> 
         assert env["backend"]["engine_dir"].endswith("int8-cpu" if name == "ort-int8" else "engines")
         assert "onnxruntime" in env["libraries"]
         assert env["command"].startswith("omc bench --onnx ")
+        # The backends ran interleaved; the load average around their frames sits beside the result.
+        assert [len(env["load_average"][when]) for when in ("before", "after")] == [3, 3]
 
 
 def test_sweeps_comparisons_and_flops(toy_run: dict[str, Any]) -> None:
@@ -114,6 +116,7 @@ def test_reports_and_charts_are_written(toy_run: dict[str, Any]) -> None:
     markdown = (results / "toy.md").read_text()
     assert "| stage (median / p90 ms) | ort | ort-int8 |" in markdown
     assert "trt: skipped" in markdown and "Host post-processing" in markdown
+    assert "backends interleaved frame by frame, load average (1 min) " in markdown
     assert json.loads((toy_run["root"] / "copy.json").read_text()) == toy_run["result"]
     charts = sorted(p.name for p in results.glob("toy_*.png"))
     if toy_run["plot"]:

@@ -32,6 +32,8 @@ CLIP_FRAMES = 8
 # threshold gives it tracks, re-check calls and restored boxes to compare (fewer candidates pass
 # it than the engine's top-K keeps, so both paths see the same candidates).
 CONF_THRES = 0.05
+# Source frames of the benchmark run (its INT8 calibration takes 16 + 8 held out; fewer is a warning).
+CALIBRATION_SOURCE_FRAMES = 12
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +92,21 @@ def test_torch_path_tracks_equal_the_runtimes(export: tuple[Path, Any]) -> None:
 
 def test_bench_times_torch_beside_onnxruntime(export: tuple[Path, Any], tmp_path: Path) -> None:
     """torch, ort and ort-int8 (whose INT8 graphs the benchmark makes with omc.calib) side by side."""
+    import cv2
+
     engines = copy_export(export[0], tmp_path / "engines")  # the benchmark writes int8-cpu/ into it
+    # A few small frames as the source: the benchmark calibrates on them (on its default 1920x1080
+    # clip, making the calibration set alone took 16 s of this test).
+    source = tmp_path / "frames"
+    source.mkdir()
+    for index, frame in enumerate(generated_clip(CLIP_SIZE, CALIBRATION_SOURCE_FRAMES, seed=0)):
+        assert cv2.imwrite(str(source / f"{index + 1:06d}.png"), frame)
     results = tmp_path / "results"
     status = main([
         "bench", "--onnx", str(engines), "--backend", "torch,ort,ort-int8", "--frames", "2", "--warmup", "1",
         "--tracklets", "0,4", "--headline-tracklets", "4", "--batch", "1,2", "--batch-repeats", "1",
-        "--host-frames", "3", "--ceiling-size", "64", "--results", str(results), "--name", "small",
+        "--host-frames", "3", "--ceiling-size", "64", "--source", str(source), "--threads", "1",
+        "--results", str(results), "--name", "small",
     ])  # fmt: skip
     assert status == 0
     result = json.loads((results / "small.json").read_text())

@@ -8,15 +8,14 @@
   (letterboxed) frame tells which source frame it was.
 - `tiny_calibration()` and `tiny_int8()`: a calibration set of `tiny_export()` and its INT8 exports
   for both targets, from one calibration.
+- `tiny_drift(target, integer_kernels)`: their drift from `tiny_export()` on the held-out frames.
 """
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,15 +27,10 @@ FRAME_SIZE = (480, 270)  # (W, H) of the synthetic source frames: letterboxing p
 TINY_CALIB = CalibConfig(frames=12, holdout_frames=4, recheck_frames=4, tracker_warmup_frames=2)
 
 
-def _root() -> Path:
-    root = Path(tempfile.mkdtemp(prefix="omc-calib-tests-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    return root
-
-
-@lru_cache(maxsize=1)
 def _session_root() -> Path:
-    return _root()
+    from small_export import session_folder  # tests/ is on sys.path through its conftest.py
+
+    return session_folder("calib")
 
 
 @lru_cache(maxsize=1)
@@ -91,3 +85,13 @@ def tiny_int8() -> dict[str, Path]:
     from omc.calib.quantize import quantize_targets
 
     return quantize_targets(tiny_export(), tiny_calibration(), ["cpu", "tensorrt"], config=TINY_CALIB)
+
+
+@lru_cache(maxsize=None)
+def tiny_drift(target: str, integer_kernels: bool = True) -> Any:
+    """The DriftReport of `tiny_int8()[target]` against `tiny_export()` on the held-out frames
+    (integer_kernels False: the INT8 graphs run as written, in float)."""
+    from omc.calib.drift import drift_on_holdout
+
+    return drift_on_holdout(tiny_export(), tiny_int8()[target], tiny_calibration(), TINY_CALIB,
+                            integer_kernels=integer_kernels)  # fmt: skip

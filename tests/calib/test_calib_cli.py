@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from calib_exports import numbered_frames, tiny_calibration, tiny_export, tiny_int8
+from calib_exports import numbered_frames, tiny_calibration, tiny_drift, tiny_export, tiny_int8
 from omc.calib.dataset import CalibrationSet
-from omc.calib.drift import drift_on_holdout
 from omc.cli import main
 from omc.contract import EngineMeta
 
@@ -82,15 +81,18 @@ def test_quantize_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     status = main(["int8-report", "--onnx", str(tiny_export()), "--calib", str(tiny_calibration()), "--int8", str(out),
                    "--repeats", "2", "--threads", "1", "--json", str(report_json)])  # fmt: skip
     printed = capsys.readouterr().out
-    expected = drift_on_holdout(tiny_export(), out, tiny_calibration())
+    expected = tiny_drift("cpu")  # `out` holds the very graphs of tiny_int8()["cpu"] (checked above)
     assert expected.violations() == [] and status == 0  # within the drift bounds, so the report passes
-    for line in ("cpu flags         avx2=", "detector fp32", "detector int8", "speed-up", "ID map cosine"):
+    for line in ("cpu flags         avx2=", "detector fp32", "detector int8", "speed-up", "ID map cosine",
+                 "drift below: the INT8 graphs in this CPU's integer kernels (cpu flags above)",
+                 "quantization alone (the graphs as written, float kernels: the same on every CPU): median box error"):
         assert line in printed
     figures = json.loads(report_json.read_text())
     assert len(figures["speed"]["float_ms"]) == len(figures["speed"]["int8_ms"]) == 2
     assert figures["speed"]["speedup"] == pytest.approx(figures["speed"]["float_median_ms"] / figures["speed"]["int8_median_ms"])
     assert figures["drift"]["frames"] == expected.frames
     assert figures["drift"]["id_map_cosine_mean"] == pytest.approx(expected.id_map_cosine_mean)
+    assert 0 < figures["drift_as_written"]["box_error_px_median"] < 6  # quantized, within the bounds
     assert figures["int8"]["target"] == "cpu"
 
 
@@ -103,10 +105,10 @@ def test_report_refuses_a_float_folder(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["cpu", "tensorrt"])
 def test_verify_judges_int8_exports_on_the_held_out_frames(target: str, capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(["verify", "--onnx", str(tiny_int8()[target]), "--max-frames", "4", "--tracklets", "1,16"])
+    status = main(["verify", "--onnx", str(tiny_int8()[target]), "--max-frames", "2", "--tracklets", "1,16"])
     captured = capsys.readouterr()  # omc.cli sends the log to stderr
-    assert "judging on 4 held-out frame(s) of the calibration set" in captured.err
-    assert "(int8, drift): 4 frame(s)" in captured.out
+    assert "judging on 2 held-out frame(s) of the calibration set" in captured.err
+    assert "(int8, drift): 2 frame(s)" in captured.out
     assert status == 0 and captured.out.rstrip().endswith("PASSED")
     # Drift against the float export it came from (recorded in export.json), NMS decisions included.
     assert captured.out.startswith("INT8 vs its float export\n")

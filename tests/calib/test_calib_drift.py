@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from omc import contract
-from omc.calib.drift import DriftReport, centre_cells, detector_drift, pair_boxes, recheck_drift
-from omc.config import CalibConfig
+from omc.calib.drift import INT8_DRIFT, DriftReport, centre_cells, detector_drift, recheck_drift
+from omc.export.judge import pair_by_iou
 
 H, W = 4, 6  # map cells
 E = 8
@@ -35,13 +35,13 @@ def scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return boxes, scores, id_map / np.linalg.norm(id_map, axis=-1, keepdims=True)
 
 
-def test_pair_boxes_pairs_each_box_with_its_own_shifted_copy() -> None:
+def test_pair_by_iou_pairs_each_box_with_its_own_shifted_copy() -> None:
     a = np.array([[0, 0, 10, 10], [100, 100, 120, 140]], np.float32)
     b = a[::-1] + 1  # swapped rows, shifted 1 px
-    assert sorted(pair_boxes(a, b, 0.5).tolist()) == [[0, 1], [1, 0]]
+    assert sorted(pair_by_iou(a, b, 0.5).tolist()) == [[0, 1], [1, 0]]
     # IoU of [0, 10] with [6, 16] in both axes ("+1 pixel" widths): 5 * 5 / (2 * 121 - 25) = 0.115 < 0.5.
-    assert pair_boxes(a[:1], a[:1] + 6, 0.5).shape == (0, 2)
-    assert pair_boxes(a[:0], b, 0.5).shape == (0, 2)
+    assert pair_by_iou(a[:1], a[:1] + 6, 0.5).shape == (0, 2)
+    assert pair_by_iou(a[:0], b, 0.5).shape == (0, 2)
 
 
 def test_centre_cells_follow_the_contract() -> None:
@@ -106,7 +106,7 @@ def test_report_table_and_dict_name_every_figure(scene: tuple[np.ndarray, np.nda
     table = report.table()
     assert "box error px of pairs, median / 95th percentile" in table and "re-check samples" in table
     assert report.to_dict()["peak_box_error_px_max"] is None  # NaN -> null in JSON
-    assert report.violations(replace(CalibConfig(), drift_max_heatmap_error=0.4)) == [
+    assert report.violations(replace(INT8_DRIFT, heat_abs=0.4)) == [
         "largest heat-map error 0.5 is above the bound 0.4"
     ]
     empty = detector_drift([], [])

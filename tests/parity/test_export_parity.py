@@ -3,8 +3,8 @@ implementation's own outputs; the runtime opening and tracking with a real expor
 
 Exports come from tests/small_export.py (made once per session): the reference fixture
 checkpoint at 576 x 320 and the small random network at 320 x 192 (max tracklets 64).
-Tolerances: omc.export.comparison.COMPARISON_MODES (fp32: scores and heat 1e-4, boxes 0.05 px
-+ 1e-4 x side, cosine > 0.9999; ranked outputs as sets up to ties of 1e-4).
+Tolerances: the "reference" rows of omc.export.judge.BOUNDS (fp32: scores and heat 1e-4, boxes
+0.05 px + 1e-4 x side, cosine > 0.9999; ranked outputs as sets up to ties of 1e-4).
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from small_export import fixture_checkpoint, fixture_export, small_checkpoint, s
 
 from omc import contract
 from omc.contract import EngineMeta
-from omc.export.comparison import COMPARISON_MODES, ComparisonStats, pair_rows
+from omc.export.judge import BOUNDS, pair_rows
 from omc.export.reference_path import candidate_corners, reference_detector, reference_heatmap
 from omc.export.verify import VerifyReport, verify_export
 from omc.export.verify_inputs import build_tracklets, generated_frames
 
 pytestmark = pytest.mark.slow
 
-FP32 = COMPARISON_MODES["fp32"].tolerance
+FP32 = BOUNDS["reference"]["fp32"]
 # reference_tiny.md, "Tolerances" (suggested check column).
 HEATMAP_TOL = 1e-4
 ID_UNIT_TOL = 2e-5

@@ -10,11 +10,12 @@ import pytest
 
 from omc import contract
 from omc.errors import BadInput, OmcError
-from omc.export.trt.verify import TOLERANCES, OutputComparison, TrtComparison, _compare_outputs, _Errors, _match_rows, verdict
+from omc.export.judge import BOUNDS
+from omc.export.trt.verify import OutputComparison, TrtComparison, _compare_outputs, _Errors, _match_rows, verdict
 from omc.runtime.backends.cuda_memory import cuda_unavailable_reason
 
-FP32 = TOLERANCES["fp32"]
-FP16 = TOLERANCES["fp16"]
+FP32 = BOUNDS["tensorrt"]["fp32"]
+FP16 = BOUNDS["tensorrt"]["fp16"]
 
 
 def test_rows_match_across_a_swapped_tie_and_padding_is_ignored() -> None:
