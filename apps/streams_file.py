@@ -88,7 +88,7 @@ def load_streams_file(path: str | Path) -> StreamsFile:
     unknown = sorted(set(data) - set(_SECTIONS))
     if unknown:
         raise BadInput(f"streams file {path}: unknown section(s) {', '.join(unknown)}; known: {', '.join(_SECTIONS)}")
-    config = _dataclass_from(StreamConfig, _table(data, "runtime", path), f"{path} [runtime]")
+    config = dataclass_from_table(StreamConfig, _table(data, "runtime", path), f"{path} [runtime]")
     defaults = _table(data, "defaults", path)
     streams_data = data.get("streams", [])
     if not isinstance(streams_data, list) or not streams_data:
@@ -121,7 +121,7 @@ def _entry(item: Any, defaults: Mapping[str, Any], path: Path, number: int) -> S
         raise BadInput(f"{where} has no url (a video file, image folder, sequence, live URL or camera index)")
     source = _source(merged["url"], path.parent, where)
     name = merged.get("name") or (live_source_name(source) if isinstance(source, (int, str)) else Path(source).stem)
-    tracker = _dataclass_from(TrackerConfig, merged["tracker"], f"{where} [tracker]")
+    tracker = dataclass_from_table(TrackerConfig, merged["tracker"], f"{where} [tracker]")
     try:
         spec = StreamSpec(
             str(name), source, mode=merged.get("mode", "auto"), frame_rate=merged.get("frame_rate"),
@@ -145,7 +145,9 @@ def _source(value: Any, base: Path, where: str) -> str | Path | int:
     return location if location.is_absolute() else base / location
 
 
-def _dataclass_from(cls: Any, values: Mapping[str, Any], where: str) -> Any:
+def dataclass_from_table(cls: Any, values: Mapping[str, Any], where: str) -> Any:
+    """`cls(**values)` after checking every key is a field and every value has its default's type;
+    BadInput naming `where` otherwise (an int is accepted for a float field)."""
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "omc.export.cli",
     "omc.export.trt.cli",
     "omc.apps.cli",
+    "omc.apps.cluster.cli",
     "omc.calib.cli",
     "omc.benchmarks.cli",
 )

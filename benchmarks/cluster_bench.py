@@ -1,0 +1,211 @@
+"""`omc cluster bench`: what going through Ray costs, against the multi-stream runtime in one process.
+
+The same N file streams (generated clips, or --video repeated) are tracked end to end, results
+files written, three ways in turn: the single-process StreamRuntime (`single`), and `omc
+cluster`'s driver with 1 and with 2 stream workers on a local Ray (`ray-1`, `ray-2`). The
+machine's cores are split evenly: the single process and the one worker run ONNX Runtime with
+all of them, two workers with half each. Per way it records:
+- start-up: from nothing to the workers ready (Ray start included) or to the engines open;
+- steady frames/s: frames written per second between the 10th and the 90th percentile of the
+  written frames' times (start-up and the last stragglers left out);
+- end-to-end frames/s: all frames over the whole run from the first frame.
+Ray's overhead is the steady ratio 1 - ray-1 / single. Rounds (--repeats) alternate the ways so
+a machine shared with other work loads them alike; the load average is recorded before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omc.errors import BadInput
+
+log = logging.getLogger(__name__)
+
+MODES = ("single", "ray-1", "ray-2")
+# Share of the written frames left out at each end of the steady-state window.
+STEADY_TRIM = 0.1
+
+
+@dataclass(frozen=True)
+class ModeResult:
+    """One way through one round: start-up (s), steady and end-to-end frames/s, frames written."""
+
+    mode: str
+    startup_s: float
+    steady_fps: float
+    end_to_end_fps: float
+    frames: int
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "bench",
+        help="measure Ray's cost: the same streams in one process and on 1 and 2 local Ray workers",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    parser.add_argument("--engines", required=True, type=Path, metavar="DIR", help="an omc export folder")
+    parser.add_argument("--streams", type=int, default=4, metavar="N", help="file streams (default: 4)")
+    parser.add_argument("--frames", type=int, default=300, metavar="F", help="frames per stream (default: 300)")
+    parser.add_argument("--video", type=Path, default=None, help="a video for every stream (default: a generated clip at the engines' input size)")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"ways to run, comma separated (default: {','.join(MODES)})")
+    parser.add_argument("--repeats", type=int, default=2, metavar="R", help="rounds over the ways (default: 2)")
+    parser.add_argument("--out", type=Path, default=None, metavar="FILE.json", help="also write the record as JSON (and FILE.md)")
+    parser.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from omc.benchmarks.environment import collect_environment
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise BadInput(f"--modes: unknown {', '.join(unknown)}; known: {', '.join(MODES)}")
+    if args.streams < 1 or args.frames < 10 or args.repeats < 1:
+        raise BadInput("--streams and --repeats must be at least 1, --frames at least 10")
+    cores = os.cpu_count() or 1
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="omc-cluster-bench-") as tmp:
+        video = args.video or _generated_video(Path(tmp) / "clip.mp4", args.engines, args.frames)
+        results: list[ModeResult] = []
+        for round_index in range(args.repeats):
+            for mode in modes:
+                out = Path(tmp) / f"{mode}-{round_index}"
+                result = _run_mode(mode, args.engines.resolve(), video, args.streams, args.frames, cores, out)
+                log.info("round %d %s: start-up %.1f s, steady %.1f frames/s, end to end %.1f frames/s (%d frames)",
+                         round_index + 1, mode, result.startup_s, result.steady_fps, result.end_to_end_fps, result.frames)
+                results.append(result)
+    load_after = os.getloadavg()
+    record = _record(results, modes, args, cores, load_before, load_after)
+    record["environment"] = collect_environment(
+        "omc cluster bench " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in _flags(args).items())
+    )
+    text = format_record(record)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        args.out.with_suffix(".md").write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k in ("engines", "streams", "frames", "video", "modes", "repeats") and v is not None}
+
+
+def _generated_video(path: Path, engines: Path, frames: int) -> Path:
+    import cv2
+
+    from omc import contract
+    from omc.benchmarks.clip import generated_clip
+
+    height, width = contract.EngineMeta.load(engines / contract.EXPORT_JSON).input_hw
+    clip = generated_clip((width, height), seed=0)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (width, height))
+    for index in range(frames):
+        writer.write(clip[index % len(clip)])
+    writer.release()
+    return path
+
+
+def _entries(video: Path, streams: int, frames: int) -> list[Any]:
+    from omc.apps.streams_file import StreamEntry
+    from omc.runtime.streams import StreamSpec
+
+    return [StreamEntry(StreamSpec(f"s{i + 1}", video, mode="every", max_frames=frames)) for i in range(streams)]
+
+
+def _run_mode(mode: str, engines: Path, video: Path, streams: int, frames: int, cores: int, out: Path) -> ModeResult:
+    entries = _entries(video, streams, frames)
+    times: list[float] = []
+    started = time.perf_counter()
+    if mode == "single":
+        from omc.apps.track import StreamOutputs
+        from omc.runtime.streams import StreamRuntime
+
+        outputs = StreamOutputs({e.spec.name: out / f"{e.spec.name}.txt" for e in entries}, {}, out / "tracks.jsonl")
+        with StreamRuntime.from_engines(engines, [e.spec for e in entries], intra_op_threads=cores) as runtime:
+            startup = time.perf_counter() - started
+            for result in runtime.results():
+                outputs.write(result)
+                times.append(time.perf_counter())
+        outputs.close(complete=True)
+    else:
+        from omc.apps.cluster.controller import ClusterRun
+        from omc.apps.cluster.placement import plan_cluster
+        from omc.apps.cluster.ray_session import live_nodes, shutdown, start_local
+        from omc.config import ClusterConfig
+
+        workers = int(mode.split("-")[1])
+        config = ClusterConfig(workers=workers, cpus_per_worker=cores / workers)
+        try:
+            address = start_local(cores, 0, config.ray_start_timeout_s)
+            plan = plan_cluster(entries, config, live_nodes(), "bench")
+            run = ClusterRun(entries, plan, engines, out, config, address=address, run_name="bench",
+                             on_write=lambda _: times.append(time.perf_counter()))  # fmt: skip
+            run.start()
+            startup = time.perf_counter() - started
+            run.run()
+        finally:
+            shutdown()
+    total = len(times)
+    if total < 10:
+        raise BadInput(f"{mode}: only {total} frames were tracked")
+    low, high = times[int(total * STEADY_TRIM)], times[int(total * (1 - STEADY_TRIM)) - 1]
+    steady_frames = int(total * (1 - STEADY_TRIM)) - 1 - int(total * STEADY_TRIM)
+    steady = steady_frames / (high - low) if high > low else math.nan
+    end_to_end = total / (times[-1] - times[0] + 1e-9)
+    return ModeResult(mode, startup, steady, end_to_end, total)
+
+
+def _record(results: list[ModeResult], modes: list[str], args: argparse.Namespace, cores: int,
+            load_before: tuple[float, float, float], load_after: tuple[float, float, float]) -> dict[str, Any]:  # fmt: skip
+    summary: dict[str, Any] = {}
+    for mode in modes:
+        mine = [r for r in results if r.mode == mode]
+        summary[mode] = {
+            "startup_s_median": statistics.median(r.startup_s for r in mine),
+            "steady_fps_median": statistics.median(r.steady_fps for r in mine),
+            "end_to_end_fps_median": statistics.median(r.end_to_end_fps for r in mine),
+            "frames": mine[0].frames,
+        }
+    ratios = {}
+    if "single" in summary:
+        base = summary["single"]["steady_fps_median"]
+        for mode in modes:
+            if mode != "single":
+                ratios[mode] = summary[mode]["steady_fps_median"] / base
+    return {
+        "streams": args.streams, "frames_per_stream": args.frames, "repeats": args.repeats, "cores": cores,
+        "load_average_before": list(load_before), "load_average_after": list(load_after),
+        "runs": [r.__dict__ for r in results], "summary": summary, "steady_ratio_to_single": ratios,
+    }  # fmt: skip
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """The record as a Markdown table with the ratios and the load average."""
+    lines = [
+        f"{record['streams']} file streams x {record['frames_per_stream']} frames, {record['cores']} cores, "
+        f"{record['repeats']} rounds (medians); load average before {record['load_average_before'][0]:.2f}, "
+        f"after {record['load_average_after'][0]:.2f}",
+        "",
+        "| way | start-up s | steady frames/s | end-to-end frames/s | steady / single |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for mode, item in record["summary"].items():
+        ratio = record["steady_ratio_to_single"].get(mode)
+        lines.append(
+            f"| {mode} | {item['startup_s_median']:.1f} | {item['steady_fps_median']:.1f} | "
+            f"{item['end_to_end_fps_median']:.1f} | {'1.000' if mode == 'single' else f'{ratio:.3f}' if ratio else '-'} |"
+        )
+    return "\n".join(lines)
+
