@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -71,31 +72,42 @@ def start_local(num_cpus: float, num_gpus: float, timeout_s: float) -> str:
     """Start Ray in this process on 127.0.0.1 with these resources; returns its address (host:port).
 
     OmcError when it does not start within `timeout_s` seconds (what it started is shut down).
+    Ray must start in the main thread: the processes it starts end with the thread that started
+    them (PR_SET_PDEATHSIG), so the bound is a SIGALRM timer there, not a helper thread.
     """
     ray = import_ray(local=True)
     started = time.perf_counter()
-    failure: list[BaseException] = []
-
-    def init() -> None:
-        try:
-            ray.init(
-                num_cpus=max(1, math.ceil(num_cpus)), num_gpus=math.ceil(num_gpus) if num_gpus else None,
-                include_dashboard=False, _node_ip_address=LOOPBACK, namespace=NAMESPACE,
-                logging_level=logging.WARNING, configure_logging=True,
-            )  # fmt: skip
-        except BaseException as exc:  # handed to the caller's thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=init, name="omc-ray-start", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise OmcError(f"the local Ray did not start within {timeout_s:g} s (raise [cluster] ray_start_timeout_s on a busy machine)")
-    if failure:
-        raise OmcError(f"the local Ray did not start: {_last_line(failure[0])}")
+    bounded = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGALRM, _start_timed_out) if bounded else None
+    if bounded:
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        ray.init(
+            num_cpus=max(1, math.ceil(num_cpus)), num_gpus=math.ceil(num_gpus) if num_gpus else None,
+            include_dashboard=False, _node_ip_address=LOOPBACK, namespace=NAMESPACE,
+            logging_level=logging.WARNING,
+        )  # fmt: skip
+    except _StartTimeout:
+        ray.shutdown()
+        raise OmcError(f"the local Ray did not start within {timeout_s:g} s (raise [cluster] ray_start_timeout_s on a busy machine)") from None
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        ray.shutdown()
+        raise OmcError(f"the local Ray did not start: {_last_line(exc)}") from None
+    finally:
+        if bounded:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
     address = str(ray.get_runtime_context().gcs_address)
     log.info("local Ray started at %s in %.1f s (%g CPUs)", address, time.perf_counter() - started, num_cpus)
     return address
+
+
+class _StartTimeout(Exception):
+    pass
+
+
+def _start_timed_out(signum: int, frame: object) -> None:
+    raise _StartTimeout()
 
 
 def connect(address: str) -> str:
