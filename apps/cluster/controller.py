@@ -154,7 +154,16 @@ class ClusterRun:
 
     def start(self) -> float:
         """Register the status table, start the workers and give them their streams; returns the
-        seconds the workers took to start. OmcError when they do not start in start_timeout_s."""
+        seconds the workers took to start. OmcError when they do not start in start_timeout_s
+        (what was started is stopped again)."""
+        try:
+            return self._start()
+        except BaseException:
+            self._stop_actors()
+            (self.out_dir / RUN_FILE).unlink(missing_ok=True)
+            raise
+
+    def _start(self) -> float:
         started = time.perf_counter()
         board_name = STATUS_PREFIX + self.run_name
         try:
@@ -457,14 +466,19 @@ class ClusterRun:
         status = self.status()
         health = {s.name: s.health for s in self._streams.values() if s.health is not None}
         summaries = self.outputs.close(complete=completed, health=health)
+        self._stop_actors()
+        (self.out_dir / RUN_FILE).unlink(missing_ok=True)
+        return ClusterSummary(summaries, self.out_dir / RECORDS_FILE, time.time() - self._started, self.worker_failures, status)
+
+
+    def _stop_actors(self) -> None:
         for worker in self._workers.values():
             if worker.alive:
+                worker.alive = False
                 self._ray.kill(worker.handle)
         if self._board is not None:
             self._ray.kill(self._board)
             self._board = None
-        (self.out_dir / RUN_FILE).unlink(missing_ok=True)
-        return ClusterSummary(summaries, self.out_dir / RECORDS_FILE, time.time() - self._started, self.worker_failures, status)
 
 
 def _cause(exc: BaseException) -> str:

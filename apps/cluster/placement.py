@@ -2,7 +2,7 @@
 
 A stream's placement comes from its keys in the streams file (omc.apps.streams_file):
 - `node = "..."`: run on a machine matching it: its Ray node id, its IP, or a `key=value` node
-  label (`ray start --labels='{"site": "b"}'`). Workers for these streams are pinned there with
+  label (`ray start --labels=site=b`). Workers for these streams are pinned there with
   Ray's NodeAffinitySchedulingStrategy (hard: never elsewhere).
 - `resources = {name = amount}`: the stream's worker asks Ray for these custom resources, so Ray
   places it on a machine started with them (`ray start --resources='{"site_b": 4}'`).

@@ -198,7 +198,6 @@ def test_a_killed_worker_s_streams_continue_on_the_other(ray_address, engines, v
     import ray
 
     out = tmp_path / "out"
-    entries = file_entries(videos)
     written_before_kill: dict[str, int] = {}
     killed: list[str] = []
 
@@ -207,19 +206,22 @@ def test_a_killed_worker_s_streams_continue_on_the_other(ray_address, engines, v
         if not killed and result.stream == "cam0" and result.frame_index >= 10:
             killed.append("kill-w1")
             ray.kill(run.worker_handle("kill-w1"))
-            written_before_kill.update({name: run.frames_written(name) for name in ("cam0", "cam2")})
+            written_before_kill.update({name: run.frames_written(name) for name in ("cam0", "cam2", "live")})
 
-    plan, run = make_run(entries, engines, out, "kill", ray_address, on_write=kill_worker_1)
-    assert plan.streams_of("kill-w1") == ["cam0", "cam2"] and plan.streams_of("kill-w2") == ["cam1", "cam3"]
-    run.start()
-    summary = run.run()
+    with RtspServer() as server:
+        # A live stream on worker 1 too; every-frame mode so that its 40 frames are all written.
+        live = StreamEntry(StreamSpec("live", server.url, mode="every", tracker=TRACKER, max_frames=40))
+        plan, run = make_run([*file_entries(videos), live], engines, out, "kill", ray_address, on_write=kill_worker_1)
+        assert plan.streams_of("kill-w1") == ["cam0", "cam2", "live"] and plan.streams_of("kill-w2") == ["cam1", "cam3"]
+        run.start()
+        summary = run.run()
     assert killed, "the run ended before worker 1 could be killed"
     assert summary.worker_failures == 1
     rows = {row.stream: row for row in summary.status.rows}
     records = records_by_stream(out / "tracks.jsonl")
 
     # The restart shows in the table: the moved streams run on worker 2 in epoch 1.
-    for name in ("cam0", "cam2"):
+    for name in ("cam0", "cam2", "live"):
         assert (rows[name].worker, rows[name].epoch, rows[name].state) == ("kill-w2", 1, "finished"), rows[name]
     # The other worker's streams were not disturbed: epoch 0 and equal to the single process.
     for name in ("cam1", "cam3"):
@@ -283,3 +285,16 @@ def test_cli_refuses_a_pin_at_start_with_one_line(engines, videos, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: stream door needs a worker with site_b=1"), result.stderr
     assert not (tmp_path / "out").exists()  # refused before anything started or was written
     assert time.monotonic() - started < 60
+
+    # The live stream resumed at its live position: frame indices go on increasing past the gap,
+    # the first frame after it counts the frames sent meanwhile as skipped, ids are offset.
+    mine = records["live"]
+    frames, epochs = [r["frame"] for r in mine], [r["epoch"] for r in mine]
+    assert frames == sorted(set(frames)) and len(mine) == 40
+    first_new = epochs.index(1)
+    assert epochs == [0] * first_new + [1] * (40 - first_new) and first_new >= written_before_kill["live"]
+    gap = mine[first_new]
+    assert gap["frame"] - mine[first_new - 1]["frame"] == gap["skipped"] + 1 and gap["skipped"] > 0
+    old_ids = {t["id"] for r in mine[:first_new] for t in r["tracks"]}
+    new_ids = {t["id"] for r in mine[first_new:] for t in r["tracks"]}
+    assert not old_ids or not new_ids or min(new_ids) > max(old_ids)
