@@ -9,8 +9,12 @@ all of them, two workers with half each. Per way it records:
 - steady frames/s: frames written per second between the 10th and the 90th percentile of the
   written frames' times (start-up and the last stragglers left out);
 - end-to-end frames/s: all frames over the whole run from the first frame.
-Ray's overhead is the steady ratio 1 - ray-1 / single. Rounds (--repeats) alternate the ways so
-a machine shared with other work loads them alike; the load average is recorded before and after.
+- CPU per frame: CPU seconds of the whole process tree (the single process; or the driver, its
+  Ray daemons and the workers) over the steady window, per frame written.
+Ray's cost is the CPU ratio ray-N / single - 1: on a machine shared with other work (as the
+2-core development machine is) wall-clock rates mostly say how much of the machine each way won
+from its neighbours (more processes win more), while CPU seconds per frame do not depend on
+them. Rounds (--repeats) alternate the ways; the load average is recorded before and after.
 """
 
 from __future__ import annotations
@@ -38,13 +42,41 @@ STEADY_TRIM = 0.1
 
 @dataclass(frozen=True)
 class ModeResult:
-    """One way through one round: start-up (s), steady and end-to-end frames/s, frames written."""
+    """One way through one round: start-up (s), steady and end-to-end frames/s, CPU ms per frame
+    over the steady window (the whole process tree), frames written."""
 
     mode: str
     startup_s: float
     steady_fps: float
     end_to_end_fps: float
+    cpu_ms_per_frame: float
     frames: int
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of process `root` and every live descendant (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (name) "
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    total, stack = 0.0, [root]
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    while stack:
+        pid = stack.pop()
+        total += cpu.get(pid, 0.0)
+        stack.extend(children.get(pid, []))
+    return total
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -87,7 +119,8 @@ def run_bench(args: argparse.Namespace) -> int:
     load_after = os.getloadavg()
     record = _record(results, modes, args, cores, load_before, load_after)
     record["environment"] = collect_environment(
-        "omc cluster bench " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in _flags(args).items())
+        "omc cluster bench " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in _flags(args).items()),
+        {"ray": _ray_version()},
     )
     text = format_record(record)
     print(text)
@@ -96,6 +129,15 @@ def run_bench(args: argparse.Namespace) -> int:
         args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         args.out.with_suffix(".md").write_text(text + "\n", encoding="utf-8")
     return 0
+
+
+def _ray_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("ray")
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,7 +168,16 @@ def _entries(video: Path, streams: int, frames: int) -> list[Any]:
 
 def _run_mode(mode: str, engines: Path, video: Path, streams: int, frames: int, cores: int, out: Path) -> ModeResult:
     entries = _entries(video, streams, frames)
+    expected = streams * frames
+    window = (int(expected * STEADY_TRIM), int(expected * (1 - STEADY_TRIM)) - 1)
     times: list[float] = []
+    cpu: list[float] = []
+
+    def written(_: object = None) -> None:
+        times.append(time.perf_counter())
+        if len(times) - 1 in window:
+            cpu.append(tree_cpu_seconds(os.getpid()))
+
     started = time.perf_counter()
     if mode == "single":
         from omc.apps.track import StreamOutputs
@@ -137,7 +188,7 @@ def _run_mode(mode: str, engines: Path, video: Path, streams: int, frames: int, 
             startup = time.perf_counter() - started
             for result in runtime.results():
                 outputs.write(result)
-                times.append(time.perf_counter())
+                written()
         outputs.close(complete=True)
     else:
         from omc.apps.cluster.controller import ClusterRun
@@ -150,21 +201,20 @@ def _run_mode(mode: str, engines: Path, video: Path, streams: int, frames: int, 
         try:
             address = start_local(cores, 0, config.ray_start_timeout_s)
             plan = plan_cluster(entries, config, live_nodes(), "bench")
-            run = ClusterRun(entries, plan, engines, out, config, address=address, run_name="bench",
-                             on_write=lambda _: times.append(time.perf_counter()))  # fmt: skip
+            run = ClusterRun(entries, plan, engines, out, config, address=address, run_name="bench", on_write=written)
             run.start()
             startup = time.perf_counter() - started
             run.run()
         finally:
             shutdown()
     total = len(times)
-    if total < 10:
-        raise BadInput(f"{mode}: only {total} frames were tracked")
-    low, high = times[int(total * STEADY_TRIM)], times[int(total * (1 - STEADY_TRIM)) - 1]
-    steady_frames = int(total * (1 - STEADY_TRIM)) - 1 - int(total * STEADY_TRIM)
-    steady = steady_frames / (high - low) if high > low else math.nan
+    if total != expected or len(cpu) != 2:
+        raise BadInput(f"{mode}: {total} frames were written, {expected} expected")
+    first, last = window
+    steady = (last - first) / (times[last] - times[first]) if times[last] > times[first] else math.nan
     end_to_end = total / (times[-1] - times[0] + 1e-9)
-    return ModeResult(mode, startup, steady, end_to_end, total)
+    cpu_ms = (cpu[1] - cpu[0]) * 1e3 / (last - first)
+    return ModeResult(mode, startup, steady, end_to_end, cpu_ms, total)
 
 
 def _record(results: list[ModeResult], modes: list[str], args: argparse.Namespace, cores: int,
@@ -176,18 +226,21 @@ def _record(results: list[ModeResult], modes: list[str], args: argparse.Namespac
             "startup_s_median": statistics.median(r.startup_s for r in mine),
             "steady_fps_median": statistics.median(r.steady_fps for r in mine),
             "end_to_end_fps_median": statistics.median(r.end_to_end_fps for r in mine),
+            "cpu_ms_per_frame_median": statistics.median(r.cpu_ms_per_frame for r in mine),
             "frames": mine[0].frames,
         }
-    ratios = {}
+    ratios, cpu_ratios = {}, {}
     if "single" in summary:
-        base = summary["single"]["steady_fps_median"]
+        base, base_cpu = summary["single"]["steady_fps_median"], summary["single"]["cpu_ms_per_frame_median"]
         for mode in modes:
             if mode != "single":
                 ratios[mode] = summary[mode]["steady_fps_median"] / base
+                cpu_ratios[mode] = summary[mode]["cpu_ms_per_frame_median"] / base_cpu
     return {
         "streams": args.streams, "frames_per_stream": args.frames, "repeats": args.repeats, "cores": cores,
         "load_average_before": list(load_before), "load_average_after": list(load_after),
         "runs": [r.__dict__ for r in results], "summary": summary, "steady_ratio_to_single": ratios,
+        "cpu_per_frame_ratio_to_single": cpu_ratios,
     }  # fmt: skip
 
 
@@ -198,14 +251,29 @@ def format_record(record: dict[str, Any]) -> str:
         f"{record['repeats']} rounds (medians); load average before {record['load_average_before'][0]:.2f}, "
         f"after {record['load_average_after'][0]:.2f}",
         "",
-        "| way | start-up s | steady frames/s | end-to-end frames/s | steady / single |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| way | start-up s | steady frames/s | end-to-end frames/s | steady / single | CPU ms per frame | CPU / single |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    environment = record.get("environment")
+    if environment is not None:
+        cpu = environment["cpu"]
+        flags = ", ".join(name for name, present in cpu["flags"].items() if present) or "none of note"
+        lines[1:1] = [
+            f"CPU {cpu['model']} ({cpu['usable_cores']} usable cores; {flags}), Ray {environment.get('ray')}, "
+            f"onnxruntime {environment['libraries'].get('onnxruntime', '?')}",
+            f"command: `{environment['command']}`",
+            "",
+        ]
     for mode, item in record["summary"].items():
         ratio = record["steady_ratio_to_single"].get(mode)
+        cpu_ratio = record["cpu_per_frame_ratio_to_single"].get(mode)
         lines.append(
             f"| {mode} | {item['startup_s_median']:.1f} | {item['steady_fps_median']:.1f} | "
-            f"{item['end_to_end_fps_median']:.1f} | {'1.000' if mode == 'single' else f'{ratio:.3f}' if ratio else '-'} |"
+            f"{item['end_to_end_fps_median']:.1f} | {_ratio(mode, ratio)} | {item['cpu_ms_per_frame_median']:.1f} | "
+            f"{_ratio(mode, cpu_ratio)} |"
         )
     return "\n".join(lines)
 
+
+def _ratio(mode: str, value: float | None) -> str:
+    return "1.000" if mode == "single" else f"{value:.3f}" if value is not None else "-"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 RUN_FILE = "cluster.json"
 # The JSON Lines file of every stream's records in the output folder.
 RECORDS_FILE = "tracks.jsonl"
+# Seconds between attempts to start a replacement worker for a placement no machine fits now.
+_REPLACE_RETRY_S = 5.0
 # Final stream states (omc.runtime.stream_reader.StreamState).
 _FINAL_STATES = ("finished", "failed", "stopped")
 
@@ -142,13 +145,13 @@ class ClusterRun:
         self._streams = {e.spec.name: _Stream(e, plan.placements[e.spec.name]) for e in entries}
         self._workers: dict[str, _Worker] = {}
         self._replacements = 0
+        self._replace_tried: dict[Placement, float] = {}
         self._stop = False
         self._started = time.time()
         self._board: Any = None
         self._last_status = 0.0
-        self.outputs = StreamOutputs(
-            {name: out_dir / f"{name}.txt" for name in self._streams}, {}, out_dir / RECORDS_FILE, id_labels
-        )
+        self._id_labels = id_labels
+        self.outputs: StreamOutputs | None = None  # opened once the workers have started
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -192,6 +195,9 @@ class ClusterRun:
                 self._ready(worker, self._ray.get(done[0]))
             except self._ray.exceptions.RayError as exc:
                 raise OmcError(f"worker {worker.spec.name} did not start: {_cause(exc)}") from None
+        self.outputs = StreamOutputs(
+            {name: self.out_dir / f"{name}.txt" for name in self._streams}, {}, self.out_dir / RECORDS_FILE, self._id_labels
+        )
         by_worker: dict[str, list[Assignment]] = {}
         for name, worker_name in self.plan.assignment.items():
             by_worker.setdefault(worker_name, []).append(Assignment(self._streams[name].entry.spec))
@@ -336,6 +342,7 @@ class ClusterRun:
             return
         tracks = [Track(t.track_id + stream.id_offset, t.box, t.score, t.restored) for t in result.tracks]
         mapped = replace(result, frame_index=index, tracks=tracks, skipped=skipped)
+        assert self.outputs is not None  # opened by start(), before any stream is assigned
         self.outputs.write(mapped, epoch=stream.epoch)
         stream.last_index = index
         stream.last_capture = result.capture_time
@@ -347,7 +354,7 @@ class ClusterRun:
     def _worker_died(self, worker: _Worker, cause: str) -> None:
         worker.alive = False
         self.worker_failures += 1
-        moved = [name for name in sorted(worker.streams) if not self._stream_done(self._streams[name], worker)]
+        moved = [name for name in sorted(worker.streams) if not self._nothing_left(self._streams[name], worker)]
         log.warning("worker %s died (%s); moving stream(s) %s", worker.spec.name, cause, ", ".join(moved) or "none")
         for name in worker.streams:
             stream = self._streams[name]
@@ -360,12 +367,14 @@ class ClusterRun:
         worker.streams.clear()
 
     def _stream_done(self, stream: _Stream, worker: _Worker) -> bool:
-        """Nothing of the stream is left to do on `worker` (it failed on its own, or its worker
-        reported idle: every frame tracked and handed over)."""
-        health = stream.health
-        if health is None:
-            return False
-        return health.state == "failed" or (worker.idle and health.state in _FINAL_STATES)
+        """Every frame of the stream is tracked and handed over: its state is final and its worker
+        reported idle (results() returned: nothing queued or in flight)."""
+        return stream.health is not None and worker.idle and stream.health.state in _FINAL_STATES
+
+    def _nothing_left(self, stream: _Stream, worker: _Worker) -> bool:
+        """A stream not to move when its worker dies: done, or failed on its own (a bad file
+        fails again anywhere; the frames it still had queued are lost with the worker)."""
+        return self._stream_done(stream, worker) or (stream.health is not None and stream.health.state == "failed")
 
     def _place_waiting(self) -> None:
         """Give every waiting stream to a live worker of its placement, or start a replacement."""
@@ -413,9 +422,14 @@ class ClusterRun:
         return Assignment(replace(spec, max_frames=max_frames), stream.epoch, start_after)
 
     def _replace_for(self, placement: Placement) -> None:
-        """Start a worker for `placement` unless one is already starting (or no machine fits now)."""
+        """Start a worker for `placement` unless one is already starting, or one was tried within
+        _REPLACE_RETRY_S (no machine fitted then)."""
         if any(w.alive and w.info is None and w.spec.placement == placement for w in self._workers.values()):
             return
+        now = time.perf_counter()
+        if now - self._replace_tried.get(placement, -math.inf) < _REPLACE_RETRY_S:
+            return
+        self._replace_tried[placement] = now
         try:
             node_choices = eligible_nodes(placement, self.config, live_nodes())
         except BadInput as exc:
@@ -465,7 +479,7 @@ class ClusterRun:
     def _finish(self, completed: bool) -> ClusterSummary:
         status = self.status()
         health = {s.name: s.health for s in self._streams.values() if s.health is not None}
-        summaries = self.outputs.close(complete=completed, health=health)
+        summaries = self.outputs.close(complete=completed, health=health) if self.outputs is not None else []
         self._stop_actors()
         (self.out_dir / RUN_FILE).unlink(missing_ok=True)
         return ClusterSummary(summaries, self.out_dir / RECORDS_FILE, time.time() - self._started, self.worker_failures, status)

@@ -298,3 +298,30 @@ def test_cli_refuses_a_pin_at_start_with_one_line(engines, videos, tmp_path):
     old_ids = {t["id"] for r in mine[:first_new] for t in r["tracks"]}
     new_ids = {t["id"] for r in mine[first_new:] for t in r["tracks"]}
     assert not old_ids or not new_ids or min(new_ids) > max(old_ids)
+
+
+def test_cli_runs_a_streams_file_end_to_end_on_its_own_local_ray(engines, videos, tmp_path):
+    streams = tmp_path / "site.toml"
+    streams.write_text(
+        "[defaults]\nmax_frames = 12\n[defaults.tracker]\nconf_thres = 0.05\n"
+        + "".join(f'[[streams]]\nname = "cam{i}"\nurl = "{video}"\n' for i, video in enumerate(videos[:2]))
+        + "[cluster]\nworkers = 1\ncpus_per_worker = 1\n"
+    )
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "omc", "cluster", "run", str(streams), "--engines", str(engines), "--out-dir", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "local Ray started at 127.0.0.1:" in result.stderr
+    assert "24 frames in " in result.stderr and "0 worker(s) lost" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["cam0.txt", "cam1.txt", "tracks.jsonl"]  # no .partial, no cluster.json
+    records = records_by_stream(out / "tracks.jsonl")
+    assert {name: [r["frame"] for r in rows] for name, rows in records.items()} == {
+        "cam0": list(range(1, 13)), "cam1": list(range(1, 13)),
+    }  # fmt: skip
+    table = [line.split() for line in result.stderr.splitlines() if line.startswith("cam")]
+    assert [(cells[0], cells[1], cells[2], cells[3]) for cells in table[-2:]] == [
+        ("cam0", "finished", "site-w1", "127.0.0.1"), ("cam1", "finished", "site-w1", "127.0.0.1"),
+    ]  # fmt: skip
