@@ -202,8 +202,8 @@ def test_a_killed_worker_s_streams_continue_on_the_other(ray_address, engines, v
     killed: list[str] = []
 
     def kill_worker_1(result) -> None:
-        # Once cam0 (on worker 1) has 10 frames written, kill worker 1 outright.
-        if not killed and result.stream == "cam0" and result.frame_index >= 10:
+        # Once cam0 and the live stream (on worker 1) have frames written, kill worker 1 outright.
+        if not killed and run.frames_written("cam0") >= 8 and run.frames_written("live") >= 3:
             killed.append("kill-w1")
             ray.kill(run.worker_handle("kill-w1"))
             written_before_kill.update({name: run.frames_written(name) for name in ("cam0", "cam2", "live")})
@@ -251,6 +251,19 @@ def test_a_killed_worker_s_streams_continue_on_the_other(ray_address, engines, v
         assert not set(new_ids) & set(old_ids)
         assert mine[first_new]["skipped"] == 0  # a file loses no frame across the move
 
+    # The live stream resumed at its live position: frame indices go on increasing past the gap,
+    # the first frame after it counts the frames sent meanwhile as skipped, ids are offset.
+    mine = records["live"]
+    frames, epochs = [r["frame"] for r in mine], [r["epoch"] for r in mine]
+    assert frames == sorted(set(frames)) and len(mine) == 40
+    first_new = epochs.index(1)
+    assert epochs == [0] * first_new + [1] * (40 - first_new) and first_new >= written_before_kill["live"]
+    gap = mine[first_new]
+    assert gap["frame"] - mine[first_new - 1]["frame"] == gap["skipped"] + 1 and gap["skipped"] > 0
+    old_ids = {t["id"] for r in mine[:first_new] for t in r["tracks"]}
+    new_ids = {t["id"] for r in mine[first_new:] for t in r["tracks"]}
+    assert not old_ids or not new_ids or min(new_ids) > max(old_ids)
+
 
 def test_a_pin_no_machine_meets_is_refused_in_one_line(ray_address, engines, videos):
     from omc.apps.cluster.placement import plan_cluster
@@ -286,18 +299,6 @@ def test_cli_refuses_a_pin_at_start_with_one_line(engines, videos, tmp_path):
     assert not (tmp_path / "out").exists()  # refused before anything started or was written
     assert time.monotonic() - started < 60
 
-    # The live stream resumed at its live position: frame indices go on increasing past the gap,
-    # the first frame after it counts the frames sent meanwhile as skipped, ids are offset.
-    mine = records["live"]
-    frames, epochs = [r["frame"] for r in mine], [r["epoch"] for r in mine]
-    assert frames == sorted(set(frames)) and len(mine) == 40
-    first_new = epochs.index(1)
-    assert epochs == [0] * first_new + [1] * (40 - first_new) and first_new >= written_before_kill["live"]
-    gap = mine[first_new]
-    assert gap["frame"] - mine[first_new - 1]["frame"] == gap["skipped"] + 1 and gap["skipped"] > 0
-    old_ids = {t["id"] for r in mine[:first_new] for t in r["tracks"]}
-    new_ids = {t["id"] for r in mine[first_new:] for t in r["tracks"]}
-    assert not old_ids or not new_ids or min(new_ids) > max(old_ids)
 
 
 def test_cli_runs_a_streams_file_end_to_end_on_its_own_local_ray(engines, videos, tmp_path):
