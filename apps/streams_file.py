@@ -20,7 +20,7 @@
     name = "lobby"
     url = "videos/lobby.mp4"     # files and folders: relative to the streams file
     save_video = "lobby.mp4"     # relative to the output folder
-    node = "site-b"              # omc cluster only: run on this machine (see omc.apps.cluster)
+    node = "site=b"              # omc cluster only: a node label, node id or IP (omc.apps.cluster)
 
     [cluster]                    # omc cluster only (see omc.apps.cluster)
     workers = 2
