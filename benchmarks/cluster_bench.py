@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 MODES = ("single", "ray-1", "ray-2")
 # Share of the written frames left out at each end of the steady-state window.
 STEADY_TRIM = 0.1
+# Seconds over which Ray's fixed cost is measured, after this long for its start-up to settle.
+FIXED_COST_WINDOW_S = 10.0
+FIXED_COST_SETTLE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -116,8 +119,10 @@ def run_bench(args: argparse.Namespace) -> int:
                 log.info("round %d %s: start-up %.1f s, steady %.1f frames/s, end to end %.1f frames/s (%d frames)",
                          round_index + 1, mode, result.startup_s, result.steady_fps, result.end_to_end_fps, result.frames)
                 results.append(result)
+        fixed = ray_fixed_cost(args.engines.resolve()) if any(m != "single" for m in modes) else {}
     load_after = os.getloadavg()
     record = _record(results, modes, args, cores, load_before, load_after)
+    record["ray_fixed_cost"] = fixed
     record["environment"] = collect_environment(
         "omc cluster bench " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in _flags(args).items()),
         {"ray": _ray_version()},
@@ -129,6 +134,35 @@ def run_bench(args: argparse.Namespace) -> int:
         args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         args.out.with_suffix(".md").write_text(text + "\n", encoding="utf-8")
     return 0
+
+
+def ray_fixed_cost(engines: Path, seconds: float = FIXED_COST_WINDOW_S) -> dict[str, float]:
+    """What Ray costs whatever the frames: the CPU (cores) of a local Ray with one idle worker
+    (its daemons, the worker, the driver) over `seconds`, and the CPU (ms) of one collection
+    (the driver's take() call on a worker with nothing to hand over), both on the process tree."""
+    from omc.apps.cluster.ray_session import shutdown, start_local
+    from omc.apps.cluster.worker import StreamWorker
+
+    try:
+        start_local(1, 0, 90.0)
+        import ray
+
+        worker: Any = ray.remote(num_cpus=1)(StreamWorker).remote("idle", str(engines))
+        ray.get(worker.take.remote())
+        time.sleep(FIXED_COST_SETTLE_S)  # Ray's start-up work settles
+        before = tree_cpu_seconds(os.getpid())
+        time.sleep(seconds)
+        idle_cores = (tree_cpu_seconds(os.getpid()) - before) / seconds
+        before, started, calls = tree_cpu_seconds(os.getpid()), time.perf_counter(), 0
+        while time.perf_counter() - started < seconds:
+            ray.get(worker.take.remote())
+            calls += 1
+        elapsed = time.perf_counter() - started
+        busy = tree_cpu_seconds(os.getpid()) - before
+        per_call_ms = (busy - idle_cores * elapsed) * 1e3 / calls
+    finally:
+        shutdown()
+    return {"idle_cores": idle_cores, "cpu_ms_per_collection": per_call_ms, "window_s": seconds}
 
 
 def _ray_version() -> str:
@@ -245,25 +279,32 @@ def _record(results: list[ModeResult], modes: list[str], args: argparse.Namespac
 
 
 def format_record(record: dict[str, Any]) -> str:
-    """The record as a Markdown table with the ratios and the load average."""
+    """The record as Markdown: the run's facts, Ray's fixed cost, then one table row per way."""
     lines = [
         f"{record['streams']} file streams x {record['frames_per_stream']} frames, {record['cores']} cores, "
         f"{record['repeats']} rounds (medians); load average before {record['load_average_before'][0]:.2f}, "
         f"after {record['load_average_after'][0]:.2f}",
-        "",
-        "| way | start-up s | steady frames/s | end-to-end frames/s | steady / single | CPU ms per frame | CPU / single |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     environment = record.get("environment")
     if environment is not None:
         cpu = environment["cpu"]
         flags = ", ".join(name for name, present in cpu["flags"].items() if present) or "none of note"
-        lines[1:1] = [
+        lines += [
             f"CPU {cpu['model']} ({cpu['usable_cores']} usable cores; {flags}), Ray {environment.get('ray')}, "
             f"onnxruntime {environment['libraries'].get('onnxruntime', '?')}",
             f"command: `{environment['command']}`",
-            "",
         ]
+    fixed = record.get("ray_fixed_cost")
+    if fixed:
+        lines.append(
+            f"Ray's fixed cost: {fixed['idle_cores']:.3f} cores idle (daemons, one idle worker, the driver), "
+            f"{fixed['cpu_ms_per_collection']:.1f} ms CPU per collection (driver + worker)"
+        )
+    lines += [
+        "",
+        "| way | start-up s | steady frames/s | end-to-end frames/s | steady / single | CPU ms per frame | CPU / single |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for mode, item in record["summary"].items():
         ratio = record["steady_ratio_to_single"].get(mode)
         cpu_ratio = record["cpu_per_frame_ratio_to_single"].get(mode)
