@@ -7,7 +7,9 @@ status table a run registers (omc.apps.cluster.controller) is found from another
 
 Two settings are made before Ray is imported, process-wide, because Ray reads them at import:
 - a local Ray stays on the loopback address: Ray otherwise advertises the machine's own IP
-  (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes it use 127.0.0.1, as on a laptop);
+  (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes it use 127.0.0.1, as on a laptop), and starts no
+  idle worker processes ahead of need (RAY_enable_worker_prestart=0): each costs ~0.015 cores
+  while it waits, and every worker of omc is an actor of its own anyway;
 - Ray's token authentication is turned on explicitly when a token exists (or a local Ray makes
   one in ~/.ray/auth_token): a client that leaves the mode unset does not send the token and is
   refused by a cluster that requires it.
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "omc-cluster"
 LOOPBACK = "127.0.0.1"
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_PRESTART_ENV = "RAY_enable_worker_prestart"
 _AUTH_ENV = "RAY_AUTH_MODE"
 _TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 
@@ -59,6 +62,7 @@ def import_ray(local: bool) -> ModuleType:
     if "ray" not in sys.modules:
         if local:
             os.environ.setdefault(_LOOPBACK_ENV, "0")
+            os.environ.setdefault(_PRESTART_ENV, "0")
         if _AUTH_ENV not in os.environ and (local or _TOKEN_FILE.is_file()):
             os.environ[_AUTH_ENV] = "token"
     try:
