@@ -169,8 +169,8 @@ class ClusterConfig:
     # Longest a local Ray (omc cluster run without --address) may take to start (s).
     ray_start_timeout_s: float = 60.0
     # How often (s) the driver collects results and health from each worker: results reach the
-    # files up to this late. Each collection costs a few ms of CPU in the driver and the worker
-    # (measured 2 x ~2.3 ms on the 2-core machine), so a short interval is a steady cost.
+    # files up to this late. Each collection costs CPU in the driver and the worker (1.2 to 4.6 ms
+    # together on the 2-core machine, by its load), so a short interval is a steady cost.
     poll_interval_s: float = 0.25
     # How often (s) the status table that `omc cluster status` reads is refreshed.
     status_interval_s: float = 1.0
