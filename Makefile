@@ -15,7 +15,7 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 OMC         := $(VENV)/bin/omc
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
-EXTRAS      ?= export,eval,bench,rtx,triton,dev
+EXTRAS      ?= export,eval,bench,rtx,triton,cluster,dev
 WEIGHTS     ?=
 IMG_SIZE    ?= 1088x608
 # One folder per model: a checkpoint's engines never mix with the random-weight ones (omc bench

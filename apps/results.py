@@ -221,13 +221,13 @@ def track_record(result: StreamResult, id_labels: str = "int", epoch: int | None
     Keys: stream, frame (1-based index), time (capture, s since the epoch), latency_ms (capture
     to tracks), batch (frames in its detector batch), skipped (frames of the stream not tracked
     just before it: dropped, or a reconnect gap), reconnected, and tracks: [{id, box [x1, y1, x2,
-    y2] frame pixels, score, restored}]. id_labels "stream" writes ids as "stream:id"; with an
-    `epoch` (a restarted worker's generation, omc cluster) as "stream:epoch:id" and the record
-    gets an "epoch" key.
+    y2] frame pixels, score, restored}]. id_labels "stream" writes ids as "stream:id". epoch: how
+    many times the stream was restarted on another worker (omc cluster; its ids are offset so they
+    stay unique across restarts), written as the record's "epoch" key.
     """
     if id_labels not in ID_LABELS:
         raise BadInput(f"id labels '{id_labels}' is not one of {', '.join(ID_LABELS)}")
-    prefix = None if id_labels == "int" and epoch is None else result.stream if epoch is None else f"{result.stream}:{epoch}"
+    prefix = None if id_labels == "int" else result.stream
     tracks = [
         {
             "id": track.track_id if prefix is None else f"{prefix}:{track.track_id}",
@@ -258,8 +258,9 @@ class TrackRecordsWriter:
     Each record is one line handed to the OS in one write and flushed, so the file is valid JSON
     Lines after Ctrl-C or a crash; only a process killed in the middle of a write can leave a
     last line without its newline, which `read_track_records` ignores. append: continue an
-    existing file (a restarted worker) instead of replacing it. The file is opened at the first
-    record: a run that tracks nothing leaves no file behind (nor touches an existing one).
+    existing file instead of replacing it. epoch: written into every record (see `track_record`);
+    `write` may give each record its own. The file is opened at the first record: a run that
+    tracks nothing leaves no file behind (nor touches an existing one).
     """
 
     def __init__(self, path: str | Path, id_labels: str = "int", epoch: int | None = None, append: bool = False) -> None:
@@ -273,13 +274,15 @@ class TrackRecordsWriter:
         self._closed = False
         self.records_written = 0
 
-    def write(self, result: StreamResult) -> None:
+    def write(self, result: StreamResult, epoch: int | None = None) -> None:
+        """Append the record of one tracked frame; epoch: this record's (default: the writer's)."""
         if self._closed:
             raise ValueError(f"records writer for {self.path} is closed")
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "a" if self.append else "w", encoding="utf-8", newline="\n")
-        self._file.write(json.dumps(track_record(result, self.id_labels, self.epoch), separators=(",", ":")) + "\n")
+        epoch = self.epoch if epoch is None else epoch
+        self._file.write(json.dumps(track_record(result, self.id_labels, epoch), separators=(",", ":")) + "\n")
         self._file.flush()
         self.records_written += 1
 

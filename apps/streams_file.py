@@ -20,7 +20,7 @@
     name = "lobby"
     url = "videos/lobby.mp4"     # files and folders: relative to the streams file
     save_video = "lobby.mp4"     # relative to the output folder
-    node = "site-b"              # omc cluster only: run on this machine (see omc.apps.cluster)
+    node = "site=b"              # omc cluster only: a node label, node id or IP (omc.apps.cluster)
 
     [cluster]                    # omc cluster only (see omc.apps.cluster)
     workers = 2
@@ -88,7 +88,7 @@ def load_streams_file(path: str | Path) -> StreamsFile:
     unknown = sorted(set(data) - set(_SECTIONS))
     if unknown:
         raise BadInput(f"streams file {path}: unknown section(s) {', '.join(unknown)}; known: {', '.join(_SECTIONS)}")
-    config = _dataclass_from(StreamConfig, _table(data, "runtime", path), f"{path} [runtime]")
+    config = dataclass_from_table(StreamConfig, _table(data, "runtime", path), f"{path} [runtime]")
     defaults = _table(data, "defaults", path)
     streams_data = data.get("streams", [])
     if not isinstance(streams_data, list) or not streams_data:
@@ -121,7 +121,7 @@ def _entry(item: Any, defaults: Mapping[str, Any], path: Path, number: int) -> S
         raise BadInput(f"{where} has no url (a video file, image folder, sequence, live URL or camera index)")
     source = _source(merged["url"], path.parent, where)
     name = merged.get("name") or (live_source_name(source) if isinstance(source, (int, str)) else Path(source).stem)
-    tracker = _dataclass_from(TrackerConfig, merged["tracker"], f"{where} [tracker]")
+    tracker = dataclass_from_table(TrackerConfig, merged["tracker"], f"{where} [tracker]")
     try:
         spec = StreamSpec(
             str(name), source, mode=merged.get("mode", "auto"), frame_rate=merged.get("frame_rate"),
@@ -142,13 +142,14 @@ def _source(value: Any, base: Path, where: str) -> str | Path | int:
     if isinstance(value, int) or is_live_location(value):
         return value
     location = Path(value).expanduser()
-    location = location if location.is_absolute() else base / location
-    if not location.exists():
-        raise BadInput(f"{where}: source {location} does not exist")
-    return location
+    # Not checked for existence here: on a cluster the file may live on a worker's machine only
+    # (omc track opens every file source before it starts).
+    return location if location.is_absolute() else base / location
 
 
-def _dataclass_from(cls: Any, values: Mapping[str, Any], where: str) -> Any:
+def dataclass_from_table(cls: Any, values: Mapping[str, Any], where: str) -> Any:
+    """`cls(**values)` after checking every key is a field and every value has its default's type;
+    BadInput naming `where` otherwise (an int is accepted for a float field)."""
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:

@@ -80,8 +80,8 @@ class TrackSummary:
 class StreamOutputs:
     """Files of a run: results[name] (MOTChallenge; a name missing: none for that stream),
     videos[name] (overlay video), records (one JSON Lines file for all streams, or None).
-    id_labels: how ids appear in the records ("int" or "stream"); epoch: a restarted worker's
-    generation (omc cluster), written into the records' ids. append_records: continue an existing
+    id_labels: how ids appear in the records ("int" or "stream"); epoch: the records' "epoch" key
+    (omc cluster; `write` may give each frame its own). append_records: continue an existing
     records file. Streams appear lazily: nothing is created for a stream until its first frame.
     """
 
@@ -106,8 +106,8 @@ class StreamOutputs:
         """The JSON Lines file, once a record is in it."""
         return self._records.path if self._records is not None and self._records.records_written else None
 
-    def write(self, result: StreamResult, frame_rate: float = DEFAULT_FRAME_RATE) -> None:
-        """Write one tracked frame to its stream's files and to the records."""
+    def write(self, result: StreamResult, frame_rate: float = DEFAULT_FRAME_RATE, epoch: int | None = None) -> None:
+        """Write one tracked frame to its stream's files and to the records (epoch: its record's)."""
         files = self._streams.get(result.stream)
         if files is None:
             target = self.results.get(result.stream)
@@ -120,7 +120,7 @@ class StreamOutputs:
         if files.results is not None:
             files.results.write_frame(result.frame_index, ids, boxes, scores)
         if self._records is not None:
-            self._records.write(result)
+            self._records.write(result, epoch)
         files.ids.update(ids.tolist())
         files.restored_boxes += int(restored.sum())
         files.frames += 1

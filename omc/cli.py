@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "omc.export.trt.cli",
     "omc.export.triton.cli",
     "omc.apps.cli",
+    "omc.apps.cluster.cli",
     "omc.calib.cli",
     "omc.benchmarks.cli",
     "omc.benchmarks.streams_cli",

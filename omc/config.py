@@ -147,6 +147,48 @@ class StreamConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """How `omc cluster` spreads a streams file's streams over Ray workers (omc.apps.cluster).
+
+    The [cluster] table of the streams file. Not from the reference (it tracks one file).
+    """
+
+    # Stream workers (Ray actors, each one StreamRuntime) for the streams without a pin; 0: as
+    # many as streams_per_worker needs (at least 1). Pinned streams get workers of their own.
+    workers: int = 0
+    # Ray CPUs each worker reserves; with ONNX Runtime it also runs this many threads per operator
+    # (rounded up), so workers sharing a machine do not oversubscribe its cores.
+    cpus_per_worker: float = 1.0
+    # Ray GPUs each worker reserves (a fraction shares a GPU); set it where the engines run on a GPU.
+    gpus_per_worker: float = 0.0
+    # Most streams one worker tracks (0: no limit). A dead worker's streams go to live workers of
+    # their placement with room; when none has room a replacement worker is started.
+    streams_per_worker: int = 0
+    # Longest the workers may take to start and open their engines (s) before the run gives up.
+    start_timeout_s: float = 120.0
+    # Longest a local Ray (omc cluster run without --address) may take to start (s).
+    ray_start_timeout_s: float = 60.0
+    # How often (s) the driver collects results and health from each worker: results reach the
+    # files up to this late. Each collection costs CPU in the driver and the worker (1.2 to 4.6 ms
+    # together on the 2-core machine, by its load), so a short interval is a steady cost.
+    poll_interval_s: float = 0.25
+    # How often (s) the status table that `omc cluster status` reads is refreshed.
+    status_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.workers < 0 or self.streams_per_worker < 0:
+            raise BadInput("[cluster] workers and streams_per_worker must not be negative")
+        if not 0 < self.cpus_per_worker < float("inf"):
+            raise BadInput(f"[cluster] cpus_per_worker must be a positive number, got {self.cpus_per_worker}")
+        for name in ("gpus_per_worker", "start_timeout_s", "ray_start_timeout_s", "poll_interval_s", "status_interval_s"):
+            value = getattr(self, name)
+            if not (value >= 0 and value < float("inf")):
+                raise BadInput(f"[cluster] {name} must be a finite number >= 0, got {value}")
+        if self.start_timeout_s == 0 or self.ray_start_timeout_s == 0:
+            raise BadInput("[cluster] start_timeout_s and ray_start_timeout_s must be positive")
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     """How `omc export` shapes the two engines (engine-contract.md)."""
 
