@@ -487,7 +487,7 @@ class TensorRTBackend(Backend):
         try:
             with replacing(rtx.cache_path) as temporary:
                 temporary.write_bytes(data)
-        except OSError as exc:
+        except (OSError, OmcError) as exc:
             # A read-only engine folder costs compile time at the next start, nothing else.
             log.warning("could not keep the runtime cache %s (%s); the next process compiles its kernels again", rtx.cache_path, exc)
             return
