@@ -3,12 +3,14 @@
 Three measurements (`omc bench-streams`), each recorded with the machine, the command and the
 load average:
 
-- sweep: for N streams (1, 2, 4, 8 by default), the aggregate frames/s and each frame's latency
-  from capture (the moment its reader decoded it) to its tracks, for the StreamRuntime and for
-  the naive way (N trackers over the same engines, called one after another in one loop that
-  also reads and letterboxes), interleaved in alternating rounds so load bursts hit both; plus
-  the runtime's detector batch sizes. The runtime's readers hold one frame ahead
-  (StreamConfig.queue_frames = 1) so its latency is not inflated by queued frames.
+- sweep: N synthetic cameras (1, 2, 4, 8 by default) sending frames in real time, faster than
+  the engines, for a fixed time; the aggregate frames/s tracked and each frame's latency from
+  capture (the moment the camera sent it) to its tracks, for the StreamRuntime (latest-frame
+  mode) and for the naive way (N trackers over the same engines, called one after another in
+  one loop, each taking its camera's newest frame when its turn comes), interleaved in
+  alternating rounds so load bursts hit both; plus the runtime's detector batch sizes. Live
+  cameras because capture-to-tracks has a meaning only for frames that arrive in time (a file's
+  frames all exist before the run: latency there measures how far a reader reads ahead).
 - live: N synthetic cameras sending frames in real time (latest-frame mode) for a long run;
   latency p50 / p99 per minute (flat when no backlog grows) and the frames dropped.
 - soak: N file streams for many frames; the process's resident memory sampled along the way and
@@ -36,7 +38,7 @@ from omc.config import StreamConfig, TrackerConfig
 from omc.contract import EngineMeta
 from omc.files import replacing
 from omc.runtime.engines import EnginePair
-from omc.runtime.sources import FrameSource, open_source
+from omc.runtime.sources import FrameSource
 from omc.runtime.streams import StreamRuntime, StreamSpec
 from omc.runtime.tracker import Tracker
 
@@ -114,62 +116,65 @@ class RunFigures:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def run_streams(engines: EnginePair, meta: EngineMeta, clips: list[Path], config: StreamConfig, tracker: TrackerConfig) -> RunFigures:
-    specs = [StreamSpec(f"s{i}", clip, mode="every", tracker=tracker) for i, clip in enumerate(clips)]
-    runtime = StreamRuntime(engines, meta, specs, config)
+def run_streams(engines: EnginePair, meta: EngineMeta, streams: int, seconds: float, tracker: TrackerConfig) -> RunFigures:
+    """The StreamRuntime over `streams` synthetic cameras for `seconds` (latest-frame mode)."""
+    specs = [StreamSpec(f"cam{i}", _camera_factory(f"cam{i}", i, seconds), tracker=tracker) for i in range(streams)]
+    runtime = StreamRuntime(engines, meta, specs, StreamConfig(max_reconnect_attempts=1))
     latencies = []
     start = time.perf_counter()
     try:
         for result in runtime.results():
+            if time.perf_counter() - start > seconds:
+                break
             latencies.append(result.latency_ms)
     finally:
         runtime.close()
     return RunFigures(len(latencies), time.perf_counter() - start, latencies, dict(runtime.batch_sizes))
 
 
-def run_naive(engines: EnginePair, meta: EngineMeta, clips: list[Path], tracker: TrackerConfig) -> RunFigures:
-    """N trackers called one after another in one loop (reading each frame just before its update)."""
-    sources = [open_source(clip) for clip in clips]
-    trackers = [Tracker.with_engines(engines, meta, tracker, source.frame_rate) for source in sources]
-    iterators = [iter(source) for source in sources]
+class PolledCamera:
+    """A camera the naive loop polls: at any moment its newest frame is the one sent at
+    floor(elapsed x fps); taking it gives that frame and the moment it was sent."""
+
+    def __init__(self, seed: int, fps: float, size: tuple[int, int] = CLIP_SIZE) -> None:
+        self._clip = generated_clip(size, 16, seed=seed)
+        self.fps = fps
+        self.start = time.perf_counter()
+
+    def newest(self) -> tuple[float, npt.NDArray[np.uint8]]:
+        index = int((time.perf_counter() - self.start) * self.fps)
+        return self.start + index / self.fps, self._clip[index % len(self._clip)]
+
+
+def run_naive(engines: EnginePair, meta: EngineMeta, streams: int, seconds: float, tracker: TrackerConfig) -> RunFigures:
+    """N trackers called one after another in one loop, each on its camera's newest frame."""
+    cameras = [PolledCamera(i, CLIP_FPS) for i in range(streams)]
+    trackers = [Tracker.with_engines(engines, meta, tracker, CLIP_FPS) for _ in range(streams)]
     latencies = []
     start = time.perf_counter()
-    try:
-        active = list(range(len(clips)))
-        while active:
-            for index in list(active):
-                item = next(iterators[index], None)
-                if item is None:
-                    active.remove(index)
-                    continue
-                captured = time.perf_counter()
-                trackers[index].update(item[1])
-                latencies.append((time.perf_counter() - captured) * 1e3)
-    finally:
-        for source in sources:
-            source.close()
+    while time.perf_counter() - start < seconds:
+        for camera, stream_tracker in zip(cameras, trackers):
+            captured, frame = camera.newest()
+            stream_tracker.update(frame)
+            latencies.append((time.perf_counter() - captured) * 1e3)
     return RunFigures(len(latencies), time.perf_counter() - start, latencies, {1: len(latencies)})
 
 
 def sweep(
-    engines: EnginePair, meta: EngineMeta, workdir: Path, counts: tuple[int, ...], frames: int, rounds: int,
+    engines: EnginePair, meta: EngineMeta, counts: tuple[int, ...], seconds: float, rounds: int,
     tracker: TrackerConfig, progress: Callable[[str], None] = log.info,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Runtime against naive for each stream count, `rounds` alternating rounds of each."""
-    clips = [write_clip(workdir / f"clip{seed}.mp4", frames, seed) for seed in range(max(counts))]
-    config = StreamConfig(queue_frames=1)
+    """Runtime against naive for each stream count: `rounds` alternating runs of `seconds` each."""
     # Warm-up: the engines' first calls allocate.
-    run_naive(engines, meta, clips[:1], tracker)
+    run_naive(engines, meta, 1, 1.0, tracker)
     rows = []
     for count in counts:
         runs: dict[str, list[RunFigures]] = {"runtime": [], "naive": []}
         for round_index in range(rounds):
             order = ("runtime", "naive") if round_index % 2 == 0 else ("naive", "runtime")
             for mode in order:
-                figures = (
-                    run_streams(engines, meta, clips[:count], config, tracker) if mode == "runtime"
-                    else run_naive(engines, meta, clips[:count], tracker)
-                )  # fmt: skip
+                run = run_streams if mode == "runtime" else run_naive
+                figures = run(engines, meta, count, seconds, tracker)
                 runs[mode].append(figures)
                 progress(f"N={count} round {round_index + 1} {mode}: {figures.frames_per_second:.2f} frames/s")
         row: dict[str, Any] = {"streams": count, "load_average": load_average()}
@@ -178,6 +183,7 @@ def sweep(
             row[mode] = {
                 "frames_per_second": float(np.median([f.frames_per_second for f in figures_list])),
                 "frames_per_second_rounds": [round(f.frames_per_second, 3) for f in figures_list],
+                "frames": sum(f.frames for f in figures_list),
                 "latency_p50_ms": percentile(latencies, 50),
                 "latency_p99_ms": percentile(latencies, 99),
             }
@@ -294,7 +300,7 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     if "sweep" in result:
         lines += [
-            "## Aggregate throughput and latency, runtime against the naive loop (alternating rounds)",
+            f"## Live cameras at {CLIP_FPS:g} fps, runtime against the naive loop ({result.get('sweep_seconds', '?')} s runs, alternating rounds)",
             "",
             "| streams | runtime frames/s | naive frames/s | ratio | runtime latency p50 / p99 ms | naive latency p50 / p99 ms | runtime batches (size: count) | load average |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",

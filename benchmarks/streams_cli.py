@@ -36,15 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="many streams in one process: the stream runtime against the naive loop, a live run, a memory soak",
         description=(
             "Measure the multi-stream runtime on this machine: aggregate frames/s and capture-to-tracks "
-            "latency for several stream counts, side by side with N trackers called one after another "
-            "(alternating rounds); a live run of synthetic cameras in latest-frame mode (latency per minute); "
+            "latency of N synthetic live cameras, side by side with N trackers called one after another "
+            "on the cameras' newest frames (alternating rounds); a live run of synthetic cameras in latest-frame mode (latency per minute); "
             "a soak for memory (RSS slope). Results go to benchmarks/results/streams/NAME.{json,md,png}."
         ),
     )
     parser.add_argument("--onnx", required=True, type=Path, metavar="DIR", help="engines folder (omc export)")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=["sweep"], help="what to measure (default: sweep)")
     parser.add_argument("--streams", type=_counts, default=(1, 2, 4, 8), metavar="N,N", help="stream counts of the sweep (default: 1,2,4,8)")
-    parser.add_argument("--frames", type=int, default=6, metavar="N", help="frames per stream in each sweep run (default: 6)")
+    parser.add_argument("--seconds", type=float, default=30.0, metavar="S", help="length of each sweep run (default: 30)")
     parser.add_argument("--rounds", type=int, default=2, metavar="N", help="alternating rounds per stream count (default: 2)")
     parser.add_argument("--live-streams", type=int, default=4, metavar="N", help="cameras of the live run (default: 4)")
     parser.add_argument("--live-seconds", type=float, default=600.0, metavar="S", help="length of the live run (default: 600)")
@@ -64,11 +64,12 @@ def run_bench_streams(args: argparse.Namespace) -> int:
     from omc.config import TrackerConfig
     from omc.runtime.backends import open_engine_pair
 
-    for name in ("frames", "rounds", "live_streams", "soak_streams", "soak_frames"):
+    for name in ("rounds", "live_streams", "soak_streams", "soak_frames"):
         if getattr(args, name) < 1:
             raise BadInput(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0 < args.live_seconds < float("inf"):
-        raise BadInput("--live-seconds must be a positive number")
+    for name in ("seconds", "live_seconds"):
+        if not 0 < getattr(args, name) < float("inf"):
+            raise BadInput(f"--{name.replace('_', '-')} must be a positive number")
     tracker = TrackerConfig(conf_thres=args.conf_thres)
     command = "omc " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("omc") else "omc bench-streams"
     options = {"intra_op_threads": args.threads} if args.threads else {}
@@ -83,7 +84,8 @@ def run_bench_streams(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="omc-bench-streams-") as workdir:
             if "sweep" in args.parts:
-                result["sweep"] = streams.sweep(engines, meta, Path(workdir), args.streams, args.frames, args.rounds, tracker)
+                result["sweep_seconds"] = args.seconds
+                result["sweep"] = streams.sweep(engines, meta, args.streams, args.seconds, args.rounds, tracker)
             if "live" in args.parts:
                 result["live"] = streams.live_run(engines, meta, args.live_streams, args.live_seconds, tracker)
             if "soak" in args.parts:

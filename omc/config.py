@@ -117,7 +117,10 @@ class StreamConfig:
     # Once one stream has a frame, wait at most this long (ms) for the other running streams'
     # frames so the detector batch fills; never waits for a stream that is reconnecting or done.
     batch_wait_ms: float = 10.0
-    # Largest detector batch; 0 takes the export's max_batch (and more is refused).
+    # Largest detector batch (more than the export's max_batch is refused). 0: automatic: 1 when
+    # the detector runs on the CPU, where a batch of B frames costs as much as B single frames
+    # (ONNX Runtime, measured by `omc bench-streams`) and would only add latency; the export's
+    # max_batch elsewhere (GPUs, a Triton server batching concurrent requests).
     max_batch: int = 0
     # Live sources that fail or end reconnect after this delay (s), doubled after each failed
     # attempt up to reconnect_max_s; a frame read resets it.

@@ -107,6 +107,11 @@ class BackendPair:
         self.last_timings_ms = {DETECTOR_STAGE: detector_ms, RECHECK_STAGE: (time.perf_counter() - start) * 1e3}
         return results
 
+    @property
+    def runs_on_cpu(self) -> bool:
+        """Whether the detector runs on the CPU (its runner says `device` "cpu")."""
+        return getattr(self.detector, "device", None) == "cpu"
+
     def close(self) -> None:
         """Deactivate both runners (those with a `deactivate` method)."""
         for runner in (self.detector, self.recheck):

@@ -6,9 +6,13 @@ decodes and resizes), so they overlap the engines and each other; the runtime ta
 the readers' queues to batch them.
 
 Queue modes (StreamConfig, omc.config.STREAM_MODES):
-- every: nothing is dropped; when `queue_frames` frames wait, the reader waits (files).
+- every: nothing is dropped; when `queue_frames` frames wait, the reader waits (files). Every
+  frame is letterboxed in the reader.
 - latest: one frame waits at most; a newer frame replaces it and the older one is counted as
-  dropped (live sources: the tracker sees the newest frame, latency stays bounded).
+  dropped (live sources: the tracker sees the newest frame, latency stays bounded). The reader
+  letterboxes a frame only when nothing is waiting (the consumer keeps up, the frame will be
+  taken); a frame that replaces a waiting one is handed on as it is and letterboxed when taken,
+  so the frames a busy runtime drops never cost a resize.
 
 Failures stay in the stream. A file that cannot be read, or whose frame size changes, fails its
 stream (frames already queued are still tracked). A live source that cannot be opened, stalls or
@@ -26,7 +30,7 @@ import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -64,9 +68,9 @@ class StreamFrame:
 
     index: 1-based frame index in the stream (live: frames the sender sent, gaps included).
     capture_time: wall-clock time it was read (s since the epoch); capture_clock: the same
-    moment on time.perf_counter() (for latency). images: uint8 [1, H, W, 3] letterboxed;
-    transform: maps network pixels back to the frame. frame: the frame itself, uint8 [h, w, 3],
-    when the stream keeps frames, else None. skipped: frames of the stream not tracked between
+    moment on time.perf_counter() (for latency). frame: the frame itself, uint8 [h, w, 3].
+    images: uint8 [1, H, W, 3] letterboxed, and transform: maps network pixels back to the
+    frame; both None until the frame is letterboxed (`letterboxed`). skipped: frames of the stream not tracked between
     the previous frame handed on and this one (dropped in latest mode, or lost in a reconnect
     gap). reconnected: the first frame after a reconnect.
     """
@@ -74,11 +78,18 @@ class StreamFrame:
     index: int
     capture_time: float
     capture_clock: float
-    images: npt.NDArray[np.uint8]
-    transform: LetterboxTransform
-    frame: npt.NDArray[np.uint8] | None
+    frame: npt.NDArray[np.uint8]
+    images: npt.NDArray[np.uint8] | None = None
+    transform: LetterboxTransform | None = None
     skipped: int = 0
     reconnected: bool = False
+
+    def letterboxed(self, input_hw: tuple[int, int]) -> "StreamFrame":
+        """This frame with `images` and `transform` set (itself when they are)."""
+        if self.images is not None:
+            return self
+        images, transform = letterbox(self.frame, input_hw)
+        return replace(self, images=images, transform=transform)
 
 
 class StreamReader:
@@ -87,7 +98,7 @@ class StreamReader:
     source: a path, URL, camera index, or a callable that opens a FrameSource (called again at
     each reconnect). input_hw: the engines' (H, W). mode: "auto", "every" or "latest". ready: a
     condition shared with the consumer, notified whenever a frame is queued or the state changes.
-    keep_frames: hand each frame on with its letterboxed copy. frame_rate: overrides the
+    frame_rate: overrides the
     source's. max_frames: stop after this many frames (None: all).
     """
 
@@ -99,7 +110,6 @@ class StreamReader:
         ready: threading.Condition,
         mode: str = "auto",
         config: StreamConfig = StreamConfig(),
-        keep_frames: bool = False,
         frame_rate: float | None = None,
         max_frames: int | None = None,
     ) -> None:
@@ -107,7 +117,6 @@ class StreamReader:
         self.source = source
         self.input_hw = input_hw
         self.config = config
-        self.keep_frames = keep_frames
         self.frame_rate_override = frame_rate
         self.max_frames = max_frames
         self.mode = mode
@@ -258,11 +267,7 @@ class StreamReader:
             gap_started = None
             last_capture = capture_time
             index = next_index + skipped
-            images, transform = letterbox(image, self.input_hw)
-            frame = StreamFrame(
-                index, capture_time, capture_clock, images, transform,
-                image if self.keep_frames else None, skipped, reconnected,
-            )  # fmt: skip
+            frame = StreamFrame(index, capture_time, capture_clock, image, skipped=skipped, reconnected=reconnected)
             self.frames_read += 1
             reads += 1
             next_index = index + 1
@@ -272,6 +277,10 @@ class StreamReader:
         return next_index, last_capture, reads
 
     def _put(self, frame: StreamFrame, latest: bool) -> None:
+        # The consumer only ever removes frames, so a queue seen empty here stays empty until
+        # this thread puts one: letterbox outside the lock (OpenCV releases the GIL meanwhile).
+        if not latest or not self._queue:
+            frame = frame.letterboxed(self.input_hw)
         with self._ready:
             if self.state is not StreamState.RUNNING and not self.state.is_final:
                 self.state = StreamState.RUNNING
@@ -303,10 +312,7 @@ class StreamReader:
 
 
 def _with_skipped(frame: StreamFrame, more: int, reconnected: bool) -> StreamFrame:
-    return StreamFrame(
-        frame.index, frame.capture_time, frame.capture_clock, frame.images, frame.transform, frame.frame,
-        frame.skipped + more, frame.reconnected or reconnected,
-    )  # fmt: skip
+    return replace(frame, skipped=frame.skipped + more, reconnected=frame.reconnected or reconnected)
 
 
 def _describe(source: SourceSpec) -> str:

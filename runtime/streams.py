@@ -15,7 +15,8 @@ How a frame travels:
    every-frame mode, live sources in latest-frame mode (older frames dropped and counted).
 2. The runtime takes one frame from each stream that has one ready, waiting at most
    StreamConfig.batch_wait_ms for the other running streams (never for one that is reconnecting
-   or done), oldest frame first, at most max_batch frames.
+   or done), the streams served longest ago first, at most max_batch frames (StreamConfig.max_batch; automatic:
+   one frame at a time when the detector runs on the CPU, where batching gains nothing).
 3. The engines run the batch as one step (omc.runtime.engines): the detector over all of them,
    then each frame's re-check on its own slice with its own stream's tracklets (n differs).
 4. Each stream's own `Tracker` does NMS, fusion and association, in stream order; ids count
@@ -46,9 +47,11 @@ called from the loop body or from another thread.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -160,6 +163,7 @@ class _Stream:
     tracker: Tracker | None = None
     frames_tracked: int = 0
     frames_lost: int = 0  # read but not tracked for reasons outside the reader (engines down)
+    last_served: int = -1  # the batch round that last took a frame of this stream
     failure: str | None = None
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=_RATE_WINDOW))
 
@@ -195,7 +199,7 @@ class StreamRuntime:
         self.engines = engines
         self.meta = meta
         self.config = config
-        self.max_batch = config.max_batch or meta.max_batch
+        self.max_batch = config.max_batch or (1 if getattr(engines, "runs_on_cpu", False) else meta.max_batch)
         self.batch_sizes: Counter[int] = Counter()
         self._own_engines = own_engines
         self._ready = threading.Condition()
@@ -203,6 +207,8 @@ class StreamRuntime:
         self._order: list[str] = []
         self._closed = False
         self._engine_failures = 0
+        self._letterbox_pool: ThreadPoolExecutor | None = None
+        self._rounds = 0
         for spec in streams:
             self.add_stream(spec)
 
@@ -238,7 +244,7 @@ class StreamRuntime:
                 raise BadInput(f"a stream named '{spec.name}' is already running; stream names must be unique")
             reader = StreamReader(
                 spec.name, spec.source, self.meta.input_hw, self._ready, spec.mode, self.config,
-                keep_frames=spec.keep_frames, frame_rate=spec.frame_rate, max_frames=spec.max_frames,
+                frame_rate=spec.frame_rate, max_frames=spec.max_frames,
             )  # fmt: skip
             self._streams[spec.name] = _Stream(spec, reader)
             self._order.append(spec.name)
@@ -324,15 +330,20 @@ class StreamRuntime:
                 self._ready.wait(left)
                 streams = [self._streams[name] for name in self._order if name in self._streams]
                 ready = [s for s in streams if s.failure is None and s.reader.has_frame]
-            ready.sort(key=lambda s: s.reader.head_clock)  # oldest first: no stream starves
+            # Round robin: the streams served longest ago first, so none starves (oldest-frame first
+            # would let a file's read-ahead queue starve a live stream).
+            ready.sort(key=lambda s: s.last_served)
+            self._rounds += 1
             batch: list[tuple[_Stream, StreamFrame]] = []
             for stream in ready[: self.max_batch]:
                 frame = stream.reader.take()
                 if frame is not None:
+                    stream.last_served = self._rounds
                     batch.append((stream, frame))
             return batch
 
     def _track_batch(self, batch: list[tuple[_Stream, StreamFrame]]) -> Iterator[StreamResult]:
+        batch = self._letterboxed(batch)
         pools = []
         for stream, frame in batch:
             tracker = self._tracker(stream)
@@ -341,7 +352,7 @@ class StreamRuntime:
             if frame.skipped:
                 tracker.skip_frames(frame.skipped)
             pools.append(tracker.recheck_tracklets())
-        images = batch[0][1].images if len(batch) == 1 else np.concatenate([frame.images for _, frame in batch])
+        images = np.concatenate([frame.images for _, frame in batch if frame.images is not None])
         try:
             outputs = self.engines.run(images, pools)
         except EngineUnavailable as exc:
@@ -354,6 +365,7 @@ class StreamRuntime:
         results: list[StreamResult] = []
         for (stream, frame), network in zip(batch, outputs):
             try:
+                assert frame.transform is not None  # letterboxed above
                 tracks = self._tracker(stream).update_from_network(network, frame.transform)
             except OmcError as exc:
                 self._fail(stream, str(exc))
@@ -364,10 +376,24 @@ class StreamRuntime:
             results.append(
                 StreamResult(
                     stream.spec.name, frame.index, frame.capture_time, (now - frame.capture_clock) * 1e3,
-                    tracks, len(batch), frame.skipped, frame.reconnected, frame.frame,
+                    tracks, len(batch), frame.skipped, frame.reconnected, frame.frame if stream.spec.keep_frames else None,
                 )  # fmt: skip
             )
         yield from results
+
+    def _letterboxed(self, batch: list[tuple[_Stream, StreamFrame]]) -> list[tuple[_Stream, StreamFrame]]:
+        """The batch with every frame letterboxed: those the readers handed on as they were
+        (latest-frame mode under load) are letterboxed here, in parallel threads."""
+        pending = [i for i, (_, frame) in enumerate(batch) if frame.images is None]
+        if not pending:
+            return batch
+        if self._letterbox_pool is None:
+            self._letterbox_pool = ThreadPoolExecutor(max(1, min(self.max_batch, os.cpu_count() or 1)), "omc-letterbox")
+        done = list(self._letterbox_pool.map(lambda i: batch[i][1].letterboxed(self.meta.input_hw), pending))
+        out = list(batch)
+        for i, frame in zip(pending, done):
+            out[i] = (batch[i][0], frame)
+        return out
 
     def _tracker(self, stream: _Stream) -> Tracker:
         if stream.tracker is None:
@@ -407,6 +433,8 @@ class StreamRuntime:
             self._ready.notify_all()
         for stream in streams:
             stream.reader.join(_JOIN_TIMEOUT_S)
+        if self._letterbox_pool is not None:
+            self._letterbox_pool.shutdown(wait=False)
         if self._own_engines:
             self.engines.close()
 

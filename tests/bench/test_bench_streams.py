@@ -17,7 +17,7 @@ def test_bench_streams_records_sweep_live_and_soak(tmp_path: Path, capsys: pytes
     results = tmp_path / "results"
     argv = [
         "bench-streams", "--onnx", str(engines), "--parts", "sweep", "live", "soak", "--streams", "1,2",
-        "--frames", "3", "--rounds", "2", "--live-streams", "2", "--live-seconds", "2", "--soak-streams", "2",
+        "--seconds", "1", "--rounds", "2", "--live-streams", "2", "--live-seconds", "2", "--soak-streams", "2",
         "--soak-frames", "300", "--results-dir", str(results), "--name", "toy",
     ]  # fmt: skip
     assert main(argv) == 0
@@ -30,8 +30,8 @@ def test_bench_streams_records_sweep_live_and_soak(tmp_path: Path, capsys: pytes
             assert row[mode]["frames_per_second"] > 0 and len(row[mode]["frames_per_second_rounds"]) == 2
             assert 0 < row[mode]["latency_p50_ms"] <= row[mode]["latency_p99_ms"]
         assert row["ratio"] == pytest.approx(row["runtime"]["frames_per_second"] / row["naive"]["frames_per_second"])
-        # Every frame of every stream went through a batch: 2 rounds x 3 frames x N streams.
-        assert sum(int(k) * v for k, v in row["runtime"]["batch_sizes"].items()) == 2 * 3 * row["streams"]
+        # Every tracked frame went through a detector batch.
+        assert sum(int(k) * v for k, v in row["runtime"]["batch_sizes"].items()) >= row["runtime"]["frames"] > 0
         assert len(row["load_average"]) == 3
     live = result["live"]
     assert live["frames_tracked"] > 0 and live["minutes"][0]["frames"] > 0

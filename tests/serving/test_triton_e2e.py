@@ -153,7 +153,7 @@ def test_the_stream_runtime_through_triton_tracks_as_locally(served: tuple[Path,
         writer.release()
         clips.append(path)
     specs = [StreamSpec(path.stem, path, tracker=CONFIG) for path in clips]
-    config = StreamConfig(batch_wait_ms=200)
+    config = StreamConfig(batch_wait_ms=200, max_batch=4)
     runs = {}
     for backend, options in (("ort", {}), ("triton", {"url": server.url, "score_floors": (CONFIG.conf_thres, CONFIG.recheck_score_thres)})):
         with StreamRuntime.from_engines(export, specs, backend=backend, config=config, **options) as runtime:

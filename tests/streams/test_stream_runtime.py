@@ -85,7 +85,7 @@ def test_batched_streams_track_each_file_as_if_alone(tmp_path: Path) -> None:
     config = TrackerConfig(conf_thres=0.05)
     clips = [write_video(tmp_path / f"clip{seed}.mp4", generated_clip((W, H), 12, seed=seed)) for seed in range(3)]
     specs = [StreamSpec(clip.stem, clip, tracker=config) for clip in clips]
-    with StreamRuntime.from_engines(engines, specs, config=StreamConfig(batch_wait_ms=200)) as runtime:
+    with StreamRuntime.from_engines(engines, specs, config=StreamConfig(batch_wait_ms=200, max_batch=4)) as runtime:
         got = collect(runtime)
         sizes = dict(runtime.batch_sizes)
         health = runtime.health()
@@ -108,7 +108,7 @@ def test_batched_streams_track_each_file_as_if_alone(tmp_path: Path) -> None:
 def test_ids_never_leak_between_streams(tmp_path: Path, toy_engines: Path) -> None:
     clip = write_video(tmp_path / "a.mp4", moving_frames(8, 0))
     specs = [StreamSpec("one", clip), StreamSpec("two", clip)]
-    with StreamRuntime.from_engines(toy_engines, specs, config=StreamConfig(batch_wait_ms=200)) as runtime:
+    with StreamRuntime.from_engines(toy_engines, specs, config=StreamConfig(batch_wait_ms=200, max_batch=4)) as runtime:
         got = collect(runtime)
     one = [[t.track_id for t in r.tracks] for r in got["one"]]
     two = [[t.track_id for t in r.tracks] for r in got["two"]]
@@ -340,3 +340,14 @@ def test_add_and_remove_streams_while_running(tmp_path: Path, toy_engines: Path)
 
 def test_stream_state_is_final_only_when_done() -> None:
     assert [s.is_final for s in StreamState] == [False, False, False, True, True, True]
+
+
+def test_the_automatic_batch_is_one_frame_on_the_cpu(toy_engines: Path) -> None:
+    """On the CPU a batch of B frames costs B single frames: by default the runtime sends one."""
+    with StreamRuntime.from_engines(toy_engines) as runtime:
+        assert runtime.max_batch == 1
+    with StreamRuntime.from_engines(toy_engines, config=StreamConfig(max_batch=3)) as runtime:
+        assert runtime.max_batch == 3
+    pair, meta = open_engine_pair(toy_engines)
+    with StreamRuntime(SlowPair(pair, 0.0), meta, own_engines=True) as runtime:  # a pair that does not say
+        assert runtime.max_batch == meta.max_batch == 4
