@@ -10,9 +10,9 @@ Queue modes (StreamConfig, omc.config.STREAM_MODES):
   frame is letterboxed in the reader.
 - latest: one frame waits at most; a newer frame replaces it and the older one is counted as
   dropped (live sources: the tracker sees the newest frame, latency stays bounded). The reader
-  letterboxes a frame only when nothing is waiting (the consumer keeps up, the frame will be
-  taken); a frame that replaces a waiting one is handed on as it is and letterboxed when taken,
-  so the frames a busy runtime drops never cost a resize.
+  letterboxes a frame only while the consumer keeps up with the source (it takes frames about
+  as often as they come, so this one will be taken); otherwise frames are handed on as they are
+  and letterboxed when taken, so the frames a busy runtime drops never cost a resize.
 
 Failures stay in the stream. A file that cannot be read, or whose frame size changes, fails its
 stream (frames already queued are still tracked). A live source that cannot be opened, stalls or
@@ -45,6 +45,12 @@ from omc.runtime.sources import FrameSource, is_live_location, open_source, reda
 log = logging.getLogger(__name__)
 
 SourceSpec = str | Path | int | Callable[[], FrameSource]
+
+# Latest-frame mode: the consumer "keeps up" while it takes a frame at least every this many
+# frame intervals (then the reader letterboxes: the frame will most likely be taken).
+_KEEPS_UP_FRAMES = 1.5
+# Weight of the newest take interval in its moving average.
+_TAKE_SMOOTHING = 0.2
 
 
 class StreamState(str, enum.Enum):
@@ -131,6 +137,9 @@ class StreamReader:
         self.reconnects = 0
         self._ready = ready
         self._queue: deque[StreamFrame] = deque()
+        # Seconds between the consumer's takes (moving average; None until two takes).
+        self._take_interval_s: float | None = None
+        self._last_take: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"omc-stream-{name}", daemon=True)
 
@@ -172,6 +181,12 @@ class StreamReader:
             if not self._queue:
                 return None
             frame = self._queue.popleft()
+            now = time.perf_counter()
+            if self._last_take is not None:
+                interval = now - self._last_take
+                previous = self._take_interval_s
+                self._take_interval_s = interval if previous is None else previous + _TAKE_SMOOTHING * (interval - previous)
+            self._last_take = now
             self._ready.notify_all()
             return frame
 
@@ -279,7 +294,7 @@ class StreamReader:
     def _put(self, frame: StreamFrame, latest: bool) -> None:
         # The consumer only ever removes frames, so a queue seen empty here stays empty until
         # this thread puts one: letterbox outside the lock (OpenCV releases the GIL meanwhile).
-        if not latest or not self._queue:
+        if not latest or (not self._queue and self._keeps_up()):
             frame = frame.letterboxed(self.input_hw)
         with self._ready:
             if self.state is not StreamState.RUNNING and not self.state.is_final:
@@ -296,6 +311,11 @@ class StreamReader:
                 return
             self._queue.append(frame)
             self._ready.notify_all()
+
+    def _keeps_up(self) -> bool:
+        """Whether the consumer takes this stream's frames about as often as they come."""
+        interval, rate = self._take_interval_s, self.frame_rate
+        return interval is None or not rate or interval <= _KEEPS_UP_FRAMES / rate
 
     def _set_state(self, state: StreamState, error: str | None) -> None:
         with self._ready:

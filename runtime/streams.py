@@ -387,6 +387,9 @@ class StreamRuntime:
         pending = [i for i, (_, frame) in enumerate(batch) if frame.images is None]
         if not pending:
             return batch
+        if len(pending) == 1:
+            i = pending[0]
+            return [*batch[:i], (batch[i][0], batch[i][1].letterboxed(self.meta.input_hw)), *batch[i + 1 :]]
         if self._letterbox_pool is None:
             self._letterbox_pool = ThreadPoolExecutor(max(1, min(self.max_batch, os.cpu_count() or 1)), "omc-letterbox")
         done = list(self._letterbox_pool.map(lambda i: batch[i][1].letterboxed(self.meta.input_hw), pending))
