@@ -22,7 +22,7 @@ from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from omc.config import ID_LABELS, STREAM_MODES, EvalConfig, OverlayConfig, StreamConfig, TrackerConfig
+from omc.config import BACKENDS, DEVICES, ID_LABELS, STREAM_MODES, EvalConfig, OverlayConfig, StreamConfig, TrackerConfig
 from omc.errors import BadInput
 from omc.files import RunFiles
 
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("ort", "trt", "triton")
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 # The JSON Lines file's name in --out-dir.
 RECORDS_FILE = "tracks.jsonl"
 # Prefix of the argparse destinations of TrackerConfig fields (kept apart from the other flags).

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from omc.config import BENCH_BACKENDS, BenchConfig, ExportConfig, parse_size
+from omc.contract import FLOAT_PRECISIONS
 from omc.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,6 @@ DEFAULT_RESULTS_DIR = Path("benchmarks/results")
 DEFAULT_README = Path("README.md")
 # The Makefile's engine folder for an input size (ENGINES ?= engines/omc_l_$(IMG_SIZE)).
 DEFAULT_ENGINES = "engines/omc_l_{size}"
-PRECISIONS = ("fp32", "fp16")
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -92,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--backend", type=_name_list, default=defaults.backends, metavar="LIST",
                         help=f"comma-separated backends of {', '.join(BENCH_BACKENDS)} (default: {_join(defaults.backends)})")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+    parser.add_argument("--precision", choices=FLOAT_PRECISIONS, default="fp32",
                         help="engines for ort / trt: the fp32 export, or its fp16 graphs in <onnx>/fp16 (default: fp32)")
     parser.add_argument("--frames", type=int, default=defaults.frames, metavar="N", help="timed frames per backend (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=defaults.warmup, metavar="N", help="untimed frames first (default: %(default)s)")

@@ -15,7 +15,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping, TextIO
 
-from omc.config import ExportConfig, parse_size
+from omc.config import LOCAL_BACKENDS, ExportConfig, parse_size
+from omc.contract import FLOAT_PRECISIONS, WINDOW_MODES
 from omc.errors import BadInput
 from omc.export.weights_source import DEFAULT_RANDOM_SEED, DEFAULT_RANDOM_VARIANT, RANDOM_VARIANTS, WeightsSource
 
@@ -142,13 +143,13 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--peaks", type=int, default=defaults.peaks, help="re-check peaks P (default: %(default)s)")
     group.add_argument("--shrink-radius", type=int, default=defaults.shrink_radius,
                        help="shrink-window radius r (default: the checkpoint's, else 3)")
-    group.add_argument("--shrink-window", choices=("reference", "paper"), default=defaults.shrink_window,
+    group.add_argument("--shrink-window", choices=WINDOW_MODES, default=defaults.shrink_window,
                        help="window rows/cols [c-r, c+r) as the released weights (reference) or |x-c| <= r "
                             "(paper) (default: %(default)s)")
     group.add_argument("--opset", type=int, default=defaults.opset,
                        help="ONNX opset: 18-21 use PyTorch's default (dynamo) exporter, 17 the TorchScript one "
                             "(default: %(default)s)")
-    group.add_argument("--precision", choices=("fp32", "fp16"), default=defaults.precision,
+    group.add_argument("--precision", choices=FLOAT_PRECISIONS, default=defaults.precision,
                        help="fp16: half-precision graphs, float32 at the inputs/outputs and for coordinates "
                             "(default: %(default)s)")  # fmt: skip
 
@@ -249,7 +250,7 @@ def _register_verify(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tracklets", default=DEFAULT_VERIFY_TRACKLETS, metavar="N,...",
                         help="tracklet counts n of the re-check runs; 'max' is the export's maximum "
                              "(default: %(default)s)")
-    parser.add_argument("--backend", choices=("ort", "trt"), default="ort",
+    parser.add_argument("--backend", choices=LOCAL_BACKENDS, default="ort",
                         help="ort: ONNX Runtime vs PyTorch; trt: the TensorRT plans in --onnx DIR vs ONNX Runtime "
                              "(needs a GPU) (default: %(default)s)")
     parser.add_argument("--device", default="0", help="GPU of --backend trt (default: %(default)s)")

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from omc import contract
-from omc.config import ExportConfig
+from omc.config import LOCAL_BACKENDS, ExportConfig
 from omc.contract import EngineMeta
 from omc.errors import BadInput, CheckFailed
 from omc.export.comparison import (
@@ -67,8 +67,6 @@ DEFAULT_FRAMES = 2
 # Tracklet counts `verify` runs the re-check with; MAX_TRACKLETS stands for the export's maximum.
 MAX_TRACKLETS = "max"
 DEFAULT_TRACKLET_COUNTS: tuple[int | str, ...] = (1, TYPICAL_TRACKLETS, MAX_TRACKLETS)
-# The engine pairs `verify` compares: ONNX Runtime against PyTorch, TensorRT against ONNX Runtime.
-VERIFY_BACKENDS = ("ort", "trt")
 # Notes shown per output in the report table.
 NOTES_SHOWN = 2
 
@@ -345,7 +343,7 @@ def verify(
     frames: str | Path | None = None,
     max_frames: int = DEFAULT_FRAMES,
     tracklet_counts: Sequence[int | str] = DEFAULT_TRACKLET_COUNTS,
-    backend: str = VERIFY_BACKENDS[0],
+    backend: str = "ort",
     device: int | str = 0,
 ) -> VerifyOutcome:
     """`omc verify`: an export against the float32 PyTorch reference (backend "ort") or its
@@ -359,8 +357,8 @@ def verify(
     export's maximum. device: the GPU of backend "trt" (an index or "cuda:N").
     Raises BadInput (OmcError) for what the user can fix; the outcome says whether it passed.
     """
-    if backend not in VERIFY_BACKENDS:
-        raise BadInput(f"verify backend '{backend}' is not one of {', '.join(VERIFY_BACKENDS)}")
+    if backend not in LOCAL_BACKENDS:  # each judged against the one before: ort vs PyTorch, trt vs ort
+        raise BadInput(f"verify backend '{backend}' is not one of {', '.join(LOCAL_BACKENDS)}")
     if max_frames < 1:
         raise BadInput(f"verify needs at least 1 frame, got max_frames {max_frames}")
     if onnx_dir is None:

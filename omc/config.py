@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
+from omc.contract import FLOAT_PRECISIONS, WINDOW_MODES
 from omc.errors import BadInput
 
 
@@ -95,6 +96,23 @@ class TrackerConfig:
     def with_overrides(self, **overrides: Any) -> "TrackerConfig":
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
+
+# Inference backends (omc.runtime.backends): "ort" (ONNX Runtime) and "trt" (TensorRT) run the
+# engines in this process (open_engines); "triton" sends each frame to a Triton server, where one
+# request runs both engines (open_engine_pair only).
+LOCAL_BACKENDS = ("ort", "trt")
+SERVED_BACKENDS = ("triton",)
+BACKENDS = LOCAL_BACKENDS + SERVED_BACKENDS
+# ONNX Runtime's execution providers for each device it can run on, in its order of preference.
+ORT_DEVICE_PROVIDERS: Mapping[str, tuple[str, ...]] = {
+    "cpu": ("CPUExecutionProvider",),
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+}
+# Devices a backend is opened on: "auto" (ONNX Runtime on the CPU, TensorRT on the first CUDA GPU,
+# Triton where the server placed the engines) or an ONNX Runtime device; TensorRT also takes "cuda:N".
+AUTO_DEVICE = "auto"
+DEVICES = (AUTO_DEVICE, *ORT_DEVICE_PROVIDERS)
 
 # How a stream's frames reach the engines: "every" (files: nothing dropped, the reader waits),
 # "latest" (live: only the newest frame waits, older ones are dropped and counted), "auto" (latest
@@ -204,8 +222,7 @@ class ExportConfig:
     peaks: int = 100
     # Shrink-window radius r; the checkpoint's stored `radius` when None (reference default 3).
     shrink_radius: int | None = None
-    # "reference": rows/cols [c - r, c + r) as the released weights were trained;
-    # "paper": |x - c| <= r as the paper writes.
+    # Shrink-window mode (WINDOW_MODES): "reference" as the released weights were trained, or "paper".
     shrink_window: str = "reference"
     # ONNX opset of the written graphs.
     opset: int = 18
@@ -221,10 +238,10 @@ class ExportConfig:
                 raise BadInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.shrink_radius is not None and self.shrink_radius < 1:
             raise BadInput(f"--shrink-radius must be at least 1, got {self.shrink_radius}")
-        if self.shrink_window not in ("reference", "paper"):
-            raise BadInput(f"--shrink-window must be 'reference' or 'paper', got '{self.shrink_window}'")
-        if self.precision not in ("fp32", "fp16"):
-            raise BadInput(f"--precision must be 'fp32' or 'fp16', got '{self.precision}'")
+        if self.shrink_window not in WINDOW_MODES:
+            raise BadInput(f"--shrink-window must be one of {', '.join(WINDOW_MODES)}, got '{self.shrink_window}'")
+        if self.precision not in FLOAT_PRECISIONS:
+            raise BadInput(f"--precision must be one of {', '.join(FLOAT_PRECISIONS)}, got '{self.precision}'")
         if not 17 <= self.opset <= 21:
             raise BadInput(f"--opset must be between 17 and 21, got {self.opset}")
 

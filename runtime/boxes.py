@@ -18,6 +18,8 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from omc.contract import MAP_STRIDE
+
 FloatArray = npt.NDArray[np.floating]
 # Layout conversions return the dtype they are given.
 BoxArray = TypeVar("BoxArray", bound=npt.NDArray[np.floating])
@@ -162,13 +164,16 @@ def paired_diou(a: FloatArray, b: FloatArray, *, exponent: float) -> FloatArray:
     return _diou_of_columns(_iou_of_columns(ca, cb, 0.0), ca, cb, exponent)
 
 
-def centre_cells(boxes: FloatArray, map_hw: tuple[int, int], stride: int = 8) -> npt.NDArray[np.int64]:
-    """(row, col) of each box's centre on a stride-`stride` map, clipped to the map.
+def centre_cells(boxes: FloatArray, map_hw: tuple[int, int], stride: int = MAP_STRIDE) -> npt.NDArray[np.int64]:
+    """Flat index row * w + col of each box's centre cell on a map of `stride` pixels per cell.
 
-    boxes: [N, 4] corners, network pixels.  map_hw: (h, w) of the map.
-    Returns [N, 2] int64: row = clip(floor((y1 + y2) / (2 stride)), 0, h - 1), col likewise with x.
+    boxes: [N, 4] corners, network pixels (float32 as the graphs compute it; the arithmetic stays
+    in the boxes' dtype).  map_hw: (h, w) of the map. Returns [N] int64 with col = clip(floor((x1
+    + x2) / (2 stride)), 0, w - 1) and row likewise with y and h (engine-contract.md, "Centre
+    cell"); `np.divmod(cells, w)` gives (rows, cols). [0] when N == 0.
     """
     boxes = np.asarray(boxes)
-    cells = np.floor((boxes[:, [1, 0]] + boxes[:, [3, 2]]) / (2 * stride))
-    upper = np.array(map_hw, dtype=cells.dtype) - 1
-    return np.clip(cells, 0, upper).astype(np.int64)
+    h, w = map_hw
+    col = np.clip(np.floor((boxes[:, 0] + boxes[:, 2]) / (2 * stride)), 0, w - 1).astype(np.int64)
+    row = np.clip(np.floor((boxes[:, 1] + boxes[:, 3]) / (2 * stride)), 0, h - 1).astype(np.int64)
+    return row * w + col
