@@ -26,7 +26,7 @@ from enum import Enum
 import numpy as np
 
 from omc import contract
-from omc.contract import DETECTOR, RECHECK, EngineMeta, TensorSpec
+from omc.contract import RECHECK, EngineMeta, TensorSpec
 from omc.errors import BadInput
 
 # Outputs small enough to copy to the host every call (det_*, trans_*); everything else is a map.
