@@ -220,7 +220,7 @@ def _torch_pipeline(
     try:
         import torch
 
-        from omc.benchmarks.reference_path import TorchReferencePath
+        from omc.benchmarks.torch_baseline import TorchReferencePath
     except ImportError:
         raise BackendUnavailable("torch is not installed (pip install '.[export]')") from None
     description: dict[str, Any] = {"precision": precision, "layout": "NHWC (channels_last)" if channels_last else "NCHW",

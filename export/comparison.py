@@ -50,7 +50,7 @@ from omc.export.judge import (
     pair_rows,
     share_of_boxes_within,
 )
-from omc.export.reference_path import ReferenceFrame, ReferenceHeatmap
+from omc.export.verify_reference import ReferenceFrame, ReferenceHeatmap
 from omc.runtime.boxes import centre_cells
 
 F32 = npt.NDArray[np.float32]

@@ -48,7 +48,7 @@ from omc.export.comparison import (
 )
 from omc.export.judge import Bounds, OutputStats
 from omc.export.model import OMCNetwork
-from omc.export.reference_path import ReferenceFrame, ReferenceHeatmap, reference_detector, reference_heatmap
+from omc.export.verify_reference import ReferenceFrame, ReferenceHeatmap, reference_detector, reference_heatmap
 from omc.export.verify_inputs import build_tracklets, generated_frames, source_frames
 from omc.export.weights_source import WeightsSource, weights_of_export
 
