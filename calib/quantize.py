@@ -317,7 +317,6 @@ class _Graph:
     prepared: Path
     regions: GraphRegions
     cache: Path
-    feeds_used: int
 
 
 def default_out_dir(onnx_dir: str | Path, target: str) -> Path:
@@ -389,7 +388,7 @@ def _calibrate(
                               lambda path: path.write_text(json.dumps(key, indent=2, sort_keys=True)))
             log.info("%s: %s ranges from %d calibration feeds in %.1f s -> %s", engine, config.method, used,
                      time.perf_counter() - start, cache)
-        graphs.append(_Graph(engine, prepared, regions, cache, used))
+        graphs.append(_Graph(engine, prepared, regions, cache))
     return graphs
 
 

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from omc import __version__, contract
-from omc.config import ExportConfig, TrackerConfig
+from omc.config import ExportConfig
 from omc.contract import EngineMeta, TensorSpec
 from omc.errors import BadInput, OmcError
 from omc.files import PendingFile
@@ -191,7 +191,6 @@ def engine_meta(loaded: LoadedCheckpoint, config: ExportConfig, seed: int | None
         variant=arch.variant,
         checkpoint_sha256=loaded.source_sha256,
         exporter_version=f"omc {__version__}",
-        tracker_defaults=TrackerConfig().to_dict(),
         extra=extra,
     )
     meta.validate()

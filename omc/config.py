@@ -11,10 +11,10 @@ its own name for the field.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Sequence, TypeVar
 
-from omc.contract import FLOAT_PRECISIONS, WINDOW_MODES
+from omc.contract import FLOAT_PRECISIONS, TRITON_MODEL, WINDOW_MODES
 from omc.errors import BadInput, InvalidConfig
 
 T = TypeVar("T")
@@ -136,17 +136,6 @@ class TrackerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrackerConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInput(f"unknown tracker option(s): {', '.join(unknown)}")
-        return cls(**dict(data))
-
-    def with_overrides(self, **overrides: Any) -> "TrackerConfig":
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
 # Inference backends (omc.runtime.backends): "ort" (ONNX Runtime) and "trt" (TensorRT) run the
@@ -566,9 +555,6 @@ class BenchConfig:
     host_frames: int = option(100, "Host post-processing workload: frames timed (after host_warmup).")
     host_warmup: int = option(10, "Host post-processing workload: untimed frames first.")
     host_target_ms: float = option(2.0, "Target the report compares the host post-processing median (ms) against.")
-    recheck_share_target: float = option(
-        0.12, "Target the report compares the re-check's time at headline_tracklets, as a share of the detector's, against."
-    )
     ceiling_size: int = option(4096, "Side of the square float32 matrix product timed as the machine's ceiling.")
     ceiling_repeats: int = option(3, "Timed runs of the ceiling's matrix product.")
     gpu_ceiling_size: int = option(
@@ -655,7 +641,7 @@ class TritonRepoConfig:
         choices=TRITON_PLATFORMS,
     )
     model_name: str = option(
-        "omc",
+        TRITON_MODEL,
         "The model clients call (one frame per request); the engines are <name>_detector and <name>_recheck, so "
         "several exports can share one repository.",
     )
@@ -693,7 +679,7 @@ class TritonClientConfig:
     """How the `triton` backend talks to a Triton server (omc.runtime.backends.triton)."""
 
     url: str = option("127.0.0.1:8001", "gRPC address of the server (host:port; Triton's default gRPC port is 8001).")
-    model_name: str = option("omc", "The model `omc triton-repo` wrote (TritonRepoConfig.model_name).")
+    model_name: str = option(TRITON_MODEL, "The model `omc triton-repo` wrote (TritonRepoConfig.model_name).")
     shared_memory: str = option(
         "auto",
         "auto uses system shared memory when the url names this host (127.0.0.1, localhost, ::1) and falls back to "

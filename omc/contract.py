@@ -176,7 +176,6 @@ class EngineMeta:
     checkpoint_sha256: str = ""
     exporter_version: str = ""
     contract_version: int = CONTRACT_VERSION
-    tracker_defaults: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -83,15 +83,9 @@ def _intersection(a: FloatArray, b: FloatArray, offset: float) -> FloatArray:
     return w * h
 
 
-def box_area(boxes: FloatArray, *, plus_one: bool = False) -> FloatArray:
-    """[N] areas of [N, 4] corners; (w + 1)(h + 1) with `plus_one`."""
-    offset = 1.0 if plus_one else 0.0
-    return (boxes[:, 2] - boxes[:, 0] + offset) * (boxes[:, 3] - boxes[:, 1] + offset)
-
-
 def _iou_of_columns(a: FloatArray, b: FloatArray, offset: float) -> FloatArray:
     """IoU of broadcasting [4, ...] column sets (see `_intersection`): the one place the IoU is
-    written, so every-pair (`box_iou`) and chosen-pair (`paired_iou`) values agree bit for bit."""
+    written, so every-pair (`box_iou`, `box_diou`) and chosen-pair (`paired_diou`) values agree bit for bit."""
     inter = _intersection(a, b, offset)
     area_a = (a[2] - a[0] + offset) * (a[3] - a[1] + offset)
     area_b = (b[2] - b[0] + offset) * (b[3] - b[1] + offset)
@@ -110,16 +104,6 @@ def box_iou(a: FloatArray, b: FloatArray, *, plus_one: bool = False) -> FloatArr
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype)
     return _iou_of_columns(_columns(a, dtype)[:, :, None], _columns(b, dtype)[:, None, :], 1.0 if plus_one else 0.0)
-
-
-def paired_iou(a: FloatArray, b: FloatArray, *, plus_one: bool = False) -> FloatArray:
-    """IoU of each box a[k] with its partner b[k]: a, b [K, 4] corners, pixels.
-
-    Returns [K] in the dtype `box_iou` would use, equal bit for bit to its entries for those pairs
-    (same arithmetic), for callers that need a few pairs of a large set.
-    """
-    dtype = np.result_type(np.asarray(a).dtype, np.asarray(b).dtype, np.float32)
-    return _iou_of_columns(_columns(a, dtype), _columns(b, dtype), 1.0 if plus_one else 0.0)
 
 
 def _diou_of_columns(iou: FloatArray, ca: FloatArray, cb: FloatArray, exponent: float) -> FloatArray:
