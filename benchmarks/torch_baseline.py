@@ -242,19 +242,8 @@ class TorchReferencePath:
 
     def meta(self, max_tracklets: int = EngineMeta.max_tracklets) -> EngineMeta:
         """An EngineMeta describing this network as an export would (for a tracker around it)."""
-        arch = self.network.architecture
-        return EngineMeta(
-            input_hw=self.input_hw,
-            peaks=self.peaks,
-            embedding_dim=arch.embedding_dim,
-            recheck_channels=arch.recheck_channels,
-            has_recheck=arch.has_recheck,
-            shrink_radius=self.radius,
-            shrink_window=self.window,
-            global_point=bool(self.global_point),
-            max_tracklets=max_tracklets,
-            variant=arch.variant,
-        )
+        meta: EngineMeta = self.network.engine_meta(peaks=self.peaks, shrink_window=self.window, max_tracklets=max_tracklets)
+        return meta
 
     # --- 1. host pre-processing ---------------------------------------------------------------
 

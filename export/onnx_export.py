@@ -188,22 +188,16 @@ def engine_meta(loaded: LoadedCheckpoint, config: ExportConfig, seed: int | None
     }
     if config.precision == "fp16":
         extra["fp16_route"] = FP16_ROUTE
-    meta = EngineMeta(
+    meta = network.engine_meta(
         input_hw=(height, width),
         topk=config.topk,
         peaks=config.peaks,
-        embedding_dim=arch.embedding_dim,
-        recheck_channels=arch.recheck_channels,
-        strides=tuple(network.model.level_strides),
-        has_recheck=arch.has_recheck,
         shrink_radius=config.shrink_radius if config.shrink_radius is not None else arch.shrink_radius,
         shrink_window=config.shrink_window,
-        global_point=arch.global_point,
         max_batch=config.max_batch,
         max_tracklets=config.max_tracklets,
         opset=config.opset,
         precision=config.precision,
-        variant=arch.variant,
         checkpoint_sha256=loaded.source_sha256,
         exporter_version=f"omc {__version__}",
         extra=extra,

@@ -28,7 +28,7 @@ from omc import contract
 from omc.config import ORT_DEVICE_PROVIDERS
 from omc.contract import EngineMeta, TensorSpec
 from omc.errors import BadInput, EngineMismatch, OmcError, raised_by_interrupt
-from omc.runtime.backends.base import ArrayLike, Backend
+from omc.runtime.backends.base import ArrayLike, Backend, FixedShape
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ _ORT_TYPES = {
 _ORT_LOG_SEVERITY_ERROR = 3
 
 
-class OrtTensor:
+class OrtTensor(FixedShape):
     """A DeviceTensor over an onnxruntime.OrtValue; `np.asarray(t)` copies it to the host.
 
     ortvalue: the wrapped value (feed it to another session's I/O binding as it is).
@@ -52,22 +52,13 @@ class OrtTensor:
     """
 
     def __init__(self, ortvalue: Any, item: int | None = None) -> None:
-        self.ortvalue = ortvalue
         full = tuple(int(d) for d in ortvalue.shape())
-        self._dtype = np.dtype(_ORT_TYPES.get(ortvalue.data_type(), "float32"))
         if item is not None and not 0 <= item < full[0]:
             raise IndexError(f"batch item {item} of a tensor with batch {full[0]}")
+        super().__init__(full if item is None else (1, *full[1:]), _ORT_TYPES.get(ortvalue.data_type(), "float32"))
+        self.ortvalue = ortvalue
         self.item = item
-        self._shape = full if item is None else (1, *full[1:])
         self._item_nbytes = int(np.prod(full[1:], dtype=np.int64)) * self._dtype.itemsize
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self._shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._dtype
 
     @property
     def device(self) -> str:
