@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omc.config import BenchConfig, ExportConfig
+from omc.config import DEFAULT_ENGINES_DIR, BenchConfig, ExportConfig, default_engines_dir
 from omc.contract import FLOAT_PRECISIONS
 from omc.errors import BadInput
 from omc.flags import ConfigFlags
@@ -22,8 +22,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RESULTS_DIR = Path("benchmarks/results")
 DEFAULT_README = Path("README.md")
-# The Makefile's engine folder for an input size (ENGINES ?= engines/omc_l_$(IMG_SIZE)).
-DEFAULT_ENGINES = "engines/omc_l_{size}"
 
 
 # The BenchConfig fields omc bench takes as flags.
@@ -63,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="checkpoint for the export and the torch backend (default: what export.json records, "
                              "or seeded random L weights for a new export)")
     parser.add_argument("--onnx", type=Path, metavar="DIR",
-                        help=f"export folder (default: {DEFAULT_ENGINES.format(size='WxH')} for --img-size; exported when absent)")
+                        help=f"export folder (default: {DEFAULT_ENGINES_DIR.format(size='WxH')} for --img-size; exported when absent)")
     IMG_SIZE_FLAG.add_to(parser)
     parser.add_argument("--reference-repo", type=Path, metavar="PATH",
                         help="checkout of JudasDie/SOTS (branch MOT): also time the reference tracker's own post-processing")
@@ -116,7 +114,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     config = BENCH_FLAGS.config(args)
     img_size = IMG_SIZE_FLAG.config(args).img_size
-    onnx_dir = args.onnx if args.onnx is not None else Path(DEFAULT_ENGINES.format(size=f"{img_size[0]}x{img_size[1]}"))
+    onnx_dir = args.onnx if args.onnx is not None else Path(default_engines_dir(img_size))
     setup = BenchSetup(onnx_dir, args.weights, img_size, args.precision, args.source, args.reference_repo)
     if args.reference_repo is not None and not args.reference_repo.is_dir():
         raise BadInput(f"--reference-repo {args.reference_repo} is not a folder (a checkout of JudasDie/SOTS)")

@@ -15,15 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from omc import contract
-from omc.config import FLOAT_REGIONS, QUANT_TARGETS, CalibConfig
+from omc.config import FLOAT_REGIONS, QUANT_TARGETS, CalibConfig, default_engines_dir
 from omc.errors import BadInput, CheckFailed
 from omc.files import RunFiles
 from omc.flags import ConfigFlags
 
 log = logging.getLogger(__name__)
 
-# Where `make export` puts the default engines (Makefile ENGINES): the default of --engines.
-DEFAULT_ENGINES = Path("engines/omc_l_1088x608")
 # The CalibConfig fields of `omc calib` and of `omc quantize`.
 CALIB_FLAGS = ConfigFlags(
     CalibConfig, only=("frames", "holdout_frames", "recheck_frames"), names={"holdout_frames": "--holdout"}
@@ -43,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     calib.add_argument("sources", nargs="+", type=Path, metavar="SOURCE",
                        help="video file, image folder or MOTChallenge sequence folder (several allowed)")
     CALIB_FLAGS.add_to(calib)
-    calib.add_argument("--engines", type=Path, default=DEFAULT_ENGINES, metavar="DIR",
+    calib.add_argument("--engines", type=Path, default=Path(default_engines_dir()), metavar="DIR",
                        help="the float export (input size, float tracker) (default: %(default)s)")
     calib.add_argument("--out", type=Path, required=True, metavar="FILE", help="calibration set to write (.npz)")
     calib.set_defaults(func=run_calib)

@@ -286,6 +286,16 @@ class ExportConfig:
             raise _refuse(self, "opset", f"must be between 17 and 21, got {self.opset}")
 
 
+# Where `make export` puts an export of the default model at an input size (the Makefile's
+# ENGINES ?= engines/omc_l_$(IMG_SIZE)): the commands' default engine folder.
+DEFAULT_ENGINES_DIR = "engines/omc_l_{size}"
+
+
+def default_engines_dir(img_size: tuple[int, int] = ExportConfig.img_size) -> str:
+    """DEFAULT_ENGINES_DIR for an input size (width, height): 'engines/omc_l_1088x608'."""
+    return DEFAULT_ENGINES_DIR.format(size=f"{img_size[0]}x{img_size[1]}")
+
+
 # The tracklet count that stands for the export's maximum in VerifyConfig.tracklets.
 MAX_TRACKLETS = "max"
 
