@@ -14,17 +14,16 @@ or when every stream failed), and a warning says how many frames were kept.
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import math
-import re
-from dataclasses import MISSING, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from omc.config import ID_LABELS, STREAM_MODES, EvalConfig, OverlayConfig, StreamConfig, TrackerConfig
+from omc.config import BACKENDS, DEVICES, ID_LABELS, STREAM_MODES, EvalConfig, OverlayConfig, StreamConfig, TrackerConfig
 from omc.errors import BadInput
 from omc.files import RunFiles
+from omc.flags import ConfigFlags
 
 if TYPE_CHECKING:
 
@@ -33,13 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("ort", "trt", "triton")
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 # The JSON Lines file's name in --out-dir.
 RECORDS_FILE = "tracks.jsonl"
-# Prefix of the argparse destinations of TrackerConfig fields (kept apart from the other flags).
-_TRACKER_DEST = "tracker_"
-_CITATION = re.compile(r"\s*\((?:section\s+)?\d[^)]*\)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,63 +44,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --- omc track ---------------------------------------------------------------------------------
 
 
-def _field_comments(cls: type) -> dict[str, str]:
-    """The comment lines written above each field of a config dataclass, joined: --help text.
-
-    Empty where the source is unavailable (e.g. a frozen application); the help then shows the
-    default only.
-    """
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    comments: dict[str, str] = {}
-    pending: list[str] = []
-    for line in source.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            pending.append(stripped.lstrip("#").strip())
-            continue
-        match = re.match(r"(\w+)\s*:", stripped)
-        if match and pending:
-            # Drop the citations of omc-reference.md sections ("(4.2)", "(section 4.2)"): help text
-            # is for users; the source keeps them.
-            text = _CITATION.sub("", " ".join(pending))
-            comments[match.group(1)] = text.replace("%", "%%")
-        pending = []
-    return comments
-
-
-def add_tracker_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrackerConfig field (`conf_thres` -> `--conf-thres`; booleans get `--x/--no-x`).
-
-    Flags left out keep the dataclass default; `tracker_config_from_args` builds the config.
-    """
-    group = parser.add_argument_group("tracker options (TrackerConfig; defaults are the reference's)")
-    comments = _field_comments(TrackerConfig)
-    for field in fields(TrackerConfig):
-        default = field.default if field.default is not MISSING else None
-        flag = "--" + field.name.replace("_", "-")
-        text = f"{comments.get(field.name, field.name)} (default: {default})"
-        dest = _TRACKER_DEST + field.name
-        if isinstance(default, bool):
-            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
-        else:
-            kind = type(default) if default is not None else str
-            metavar = {int: "N", float: "X"}.get(kind, "VALUE")
-            group.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS, metavar=metavar, help=text)
-
-
-def tracker_config_from_args(args: argparse.Namespace) -> TrackerConfig:
-    """TrackerConfig with the dataclass defaults, overridden by the flags given."""
-    given = {
-        name[len(_TRACKER_DEST):]: value for name, value in vars(args).items() if name.startswith(_TRACKER_DEST)
-    }
-    return TrackerConfig(**given)
+# Every TrackerConfig field as a flag (`conf_thres` -> `--conf-thres`; booleans get `--x/--no-x`),
+# shared by the commands that run trackers.
+TRACKER_FLAGS = ConfigFlags(TrackerConfig, title="tracker options (TrackerConfig; defaults are the reference's)")
+# The StreamConfig fields omc track takes as flags (a streams file sets them all in [runtime]).
+STREAM_FLAGS = ConfigFlags(StreamConfig, only=("batch_wait_ms", "max_batch"))
+EVAL_FLAGS = ConfigFlags(EvalConfig, only=("iou_threshold",))
 
 
 def _register_track(subparsers: argparse._SubParsersAction) -> None:
-    stream_defaults = StreamConfig()
     parser = subparsers.add_parser(
         "track",
         help="track videos, image folders, sequences or live streams and write MOTChallenge results",
@@ -139,10 +85,8 @@ def _register_track(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--frame-rate", type=float, default=None, metavar="FPS", help="override the sources' frame rate (default: the video header or seqinfo.ini; 30 when neither states one)")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop each stream after N frames (default: all)")
     parser.add_argument("--mode", choices=STREAM_MODES, default="auto", help="auto: live sources keep only their latest frame, files every frame (default: auto)")
-    parser.add_argument("--batch-wait-ms", type=float, default=stream_defaults.batch_wait_ms, metavar="MS",
-                        help=f"wait at most this long for other streams' frames to fill a detector batch (default: {stream_defaults.batch_wait_ms})")
-    parser.add_argument("--max-batch", type=int, default=stream_defaults.max_batch, metavar="N", help="largest detector batch; 0: the export's maximum (default: 0)")
-    add_tracker_flags(parser)
+    STREAM_FLAGS.add_to(parser)
+    TRACKER_FLAGS.add_to(parser)
     parser.set_defaults(func=run_track)
 
 
@@ -152,7 +96,7 @@ def run_track(args: argparse.Namespace) -> int:
     from omc.apps.track import require_some_success, summary_lines, track_streams
     from omc.runtime.streams import StreamRuntime
 
-    tracker_config = tracker_config_from_args(args)
+    tracker_config = TRACKER_FLAGS.config(args)
     if args.frame_rate is not None and not (math.isfinite(args.frame_rate) and args.frame_rate > 0):
         raise BadInput(f"--frame-rate must be a positive number of frames per second, got {args.frame_rate}")
     if args.max_frames is not None and args.max_frames < 1:
@@ -170,10 +114,11 @@ def run_track(args: argparse.Namespace) -> int:
         raise BadInput("give SOURCEs or --streams FILE (one of the two)")
     if args.streams is not None:
         streams_file = load_streams_file(args.streams)
-        entries, stream_config = streams_file.streams, streams_file.config
+        # The file's [runtime] table, with the batching flags given on top of it.
+        entries, stream_config = streams_file.streams, STREAM_FLAGS.config(args, streams_file.config)
     else:
         entries = _entries_from_sources(args.sources, tracker_config, args.mode, args.frame_rate, args.max_frames)
-        stream_config = StreamConfig(batch_wait_ms=args.batch_wait_ms, max_batch=args.max_batch)
+        stream_config = STREAM_FLAGS.config(args)
     # Before any work: no output may replace an input (a source, the engines) or another output.
     _declare_run_files(args, engines, entries)
     outputs = _outputs(args, entries)
@@ -299,7 +244,6 @@ def _outputs(args: argparse.Namespace, entries: Sequence["StreamEntry"]) -> "Str
 
 
 def _register_eval(subparsers: argparse._SubParsersAction) -> None:
-    defaults = EvalConfig()
     parser = subparsers.add_parser(
         "eval",
         help="score MOTChallenge results against ground truth (MOTA, IDF1, ...)",
@@ -314,14 +258,14 @@ def _register_eval(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gt", required=True, type=Path, metavar="GT", help="ground-truth file or folder")
     parser.add_argument("--results", required=True, type=Path, metavar="RESULTS", help="results file or folder")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the numbers as JSON")
-    parser.add_argument("--iou-threshold", type=float, default=defaults.iou_threshold, help=f"IoU needed for a match (default: {defaults.iou_threshold})")
+    EVAL_FLAGS.add_to(parser)
     parser.set_defaults(func=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from omc.apps.evaluate import evaluate, find_sequence_pairs
 
-    config = EvalConfig(iou_threshold=args.iou_threshold)
+    config = EVAL_FLAGS.config(args)
     pairs = find_sequence_pairs(args.gt, args.results)
     if args.json is not None:
         files = RunFiles()

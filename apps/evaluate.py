@@ -12,9 +12,10 @@ Ground-truth conventions follow the MOTChallenge evaluation (TrackEval's MOT loa
    the per-frame assignment, the ID switches and the global ID matching of IDF1.
 Result rows are never filtered by score.
 
-The IoU distance matrix is computed here rather than by `motmetrics.distances.iou_matrix`, which
-calls `np.asfarray` (removed in NumPy 2.0) in py-motmetrics 1.4.0; the convention is the same:
-corners x + w, y + h, distance 1 - IoU, NaN (no match allowed) where IoU < the threshold.
+The distance matrix is computed here (`motmetrics_distances`, with the runtime's plain-width
+`box_iou`) rather than by `motmetrics.distances.iou_matrix`, which calls `np.asfarray` (removed in
+NumPy 2.0) in py-motmetrics 1.4.0; the convention is the same: corners x + w, y + h, distance
+1 - IoU, NaN (no match allowed) where IoU < the threshold.
 
 motmetrics is an optional dependency (the `eval` extra), imported on first use.
 """
@@ -36,6 +37,7 @@ from omc.config import EvalConfig
 from omc.errors import BadInput, MissingDependency
 from omc.files import replacing
 from omc.apps.results import MotTable, read_mot_txt
+from omc.runtime.boxes import box_iou, tlwh_to_xyxy
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +71,13 @@ def _motmetrics() -> ModuleType:
 
 
 def iou_tlwh(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """IoU of every box in `a` with every box in `b`.
-
-    a: [N, 4] x, y, w, h (top-left corner, size), pixels.  b: [M, 4] likewise.
-    Returns [N, M] in [0, 1]; 0 where the union is empty; [N, 0] or [0, M] for empty inputs.
-    """
-    a_min, a_max = a[:, None, :2], a[:, None, :2] + a[:, None, 2:]
-    b_min, b_max = b[None, :, :2], b[None, :, :2] + b[None, :, 2:]
-    overlap = np.clip(np.minimum(a_max, b_max) - np.maximum(a_min, b_min), 0.0, None)
-    inter = overlap[..., 0] * overlap[..., 1]
-    union = (a[:, None, 2] * a[:, None, 3]) + (b[None, :, 2] * b[None, :, 3]) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    """IoU (plain widths) of every box in `a` with every box in `b`: a [N, 4], b [M, 4] x, y, w, h
+    (top-left corner, size), pixels, float64. Returns [N, M] float64 (runtime.boxes.box_iou)."""
+    return box_iou(tlwh_to_xyxy(a), tlwh_to_xyxy(b)).astype(np.float64, copy=False)
 
 
-def iou_distance(gt_tlwh: npt.NDArray[np.float64], hyp_tlwh: npt.NDArray[np.float64], iou_threshold: float) -> npt.NDArray[np.float64]:
-    """motmetrics distance matrix: [N, M] 1 - IoU, NaN where IoU < iou_threshold (no match)."""
+def motmetrics_distances(gt_tlwh: npt.NDArray[np.float64], hyp_tlwh: npt.NDArray[np.float64], iou_threshold: float) -> npt.NDArray[np.float64]:
+    """motmetrics' distance matrix of one frame: [N, M] 1 - IoU, NaN where IoU < iou_threshold (no match)."""
     iou = iou_tlwh(gt_tlwh, hyp_tlwh)
     return np.where(iou >= iou_threshold, 1.0 - iou, np.nan)
 
@@ -156,7 +150,7 @@ def accumulate(gt: MotTable, results: MotTable, config: EvalConfig = EvalConfig(
     empty = slice(0, 0)
     for frame in sorted(gt_slices.keys() | res_slices.keys()):
         g, r = gt_slices.get(frame, empty), res_slices.get(frame, empty)
-        distances = iou_distance(gt.boxes_tlwh[g], results.boxes_tlwh[r], config.iou_threshold)
+        distances = motmetrics_distances(gt.boxes_tlwh[g], results.boxes_tlwh[r], config.iou_threshold)
         accumulator.update(gt.ids[g].tolist(), results.ids[r].tolist(), distances, frameid=frame)
     return accumulator
 

@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from omc.config import ID_LABELS
 from omc.errors import BadInput
-from omc.files import PendingFile, partial_path
+from omc.files import PendingFile
 
 if TYPE_CHECKING:
     from omc.runtime.streams import StreamResult

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from omc.config import StreamConfig, TrackerConfig
-from omc.errors import BadInput
+from omc.errors import BadInput, InvalidConfig
 from omc.runtime.sources import is_live_location, live_source_name
 from omc.runtime.streams import StreamSpec
 
@@ -149,7 +149,8 @@ def _source(value: Any, base: Path, where: str) -> str | Path | int:
 
 def dataclass_from_table(cls: Any, values: Mapping[str, Any], where: str) -> Any:
     """`cls(**values)` after checking every key is a field and every value has its default's type;
-    BadInput naming `where` otherwise (an int is accepted for a float field)."""
+    BadInput naming `where` and the key otherwise (an int is accepted for a float field), also
+    when the config refuses a value."""
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -162,4 +163,7 @@ def dataclass_from_table(cls: Any, values: Mapping[str, Any], where: str) -> Any
             ok = True
         if not ok:
             raise BadInput(f"{where}: {name} must be {expected.__name__}, got {value!r}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except InvalidConfig as exc:
+        raise exc.renamed(f"{where}: {exc.field}") from None

@@ -30,10 +30,11 @@ import cv2
 import numpy as np
 
 from omc import contract
-from omc.config import BenchConfig, ExportConfig, TrackerConfig
-from omc.contract import EngineMeta
+from omc.config import LOCAL_BACKENDS, BenchConfig, ExportConfig, TrackerConfig
+from omc.contract import FLOAT_PRECISIONS, EngineMeta
 from omc.errors import BadInput, MissingDependency, OmcError
 from omc.files import file_sha256
+from omc.export.weights_source import DEFAULT_RANDOM_SEED, DEFAULT_RANDOM_VARIANT
 from omc.machine import load_average
 
 from omc.benchmarks import flops as flop_count
@@ -51,9 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Random weights made when no checkpoint is given (omc export --random-weights' defaults).
-DEFAULT_VARIANT = "l"
-DEFAULT_SEED = 0
 # Sub-folders of an export: the fp16 graphs (the Makefile's `engines` target writes them there)
 # and calib's INT8 graphs for ONNX Runtime on x86.
 FP16_DIR = "fp16"
@@ -88,7 +86,7 @@ class BenchSetup:
     reference_repo: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "fp16"):
+        if self.precision not in FLOAT_PRECISIONS:
             raise BadInput(f"--precision must be fp32 or fp16 (INT8 is the ort-int8 backend), got '{self.precision}'")
         if self.source is not None and not self.source.exists():
             raise BadInput(f"source {self.source} does not exist")
@@ -118,7 +116,7 @@ def _checkpoint(weights: Path | None, input_hw: tuple[int, int]) -> LoadedCheckp
         raise MissingDependency("torch", "export", "needed to export the model or run the torch backend") from None
     if weights is not None:
         return load_checkpoint(weights, input_hw)
-    return random_checkpoint(DEFAULT_VARIANT, seed=DEFAULT_SEED, input_hw=input_hw)
+    return random_checkpoint(DEFAULT_RANDOM_VARIANT, seed=DEFAULT_RANDOM_SEED, input_hw=input_hw)
 
 
 def ensure_export(onnx_dir: Path, weights: Path | None, img_size: tuple[int, int]) -> tuple[EngineMeta, Any]:
@@ -149,8 +147,8 @@ def ensure_export(onnx_dir: Path, weights: Path | None, img_size: tuple[int, int
     width, height = img_size
     loaded = _checkpoint(weights, (height, width))
     log.info("no export in %s: exporting %s at %dx%d first", onnx_dir,
-             weights or f"random weights (variant {DEFAULT_VARIANT}, seed {DEFAULT_SEED})", width, height)
-    seed = DEFAULT_SEED if weights is None else None
+             weights or f"random weights (variant {DEFAULT_RANDOM_VARIANT}, seed {DEFAULT_RANDOM_SEED})", width, height)
+    seed = DEFAULT_RANDOM_SEED if weights is None else None
     result = export_engines(loaded, ExportConfig(img_size=img_size), onnx_dir, seed=seed)
     return result.meta, loaded
 
@@ -222,7 +220,7 @@ def _torch_pipeline(
     try:
         import torch
 
-        from omc.benchmarks.reference_path import TorchReferencePath
+        from omc.benchmarks.torch_baseline import TorchReferencePath
     except ImportError:
         raise BackendUnavailable("torch is not installed (pip install '.[export]')") from None
     description: dict[str, Any] = {"precision": precision, "layout": "NHWC (channels_last)" if channels_last else "NCHW",
@@ -275,7 +273,7 @@ def open_pipeline(
     if name in TORCH_BACKENDS:
         return _torch_pipeline(name, setup, meta, threads, tracker_config, loaded)
     engine_dir = setup.onnx_dir
-    if setup.precision == "fp16" and name in ("ort", "trt"):
+    if setup.precision == "fp16" and name in LOCAL_BACKENDS:  # the bench backends named like the runtime's
         engine_dir = ensure_fp16(setup.onnx_dir, meta, setup.weights, loaded) if name == "ort" else setup.onnx_dir / FP16_DIR
     if name == "ort":
         return _engine_pipeline(name, engine_dir, "ort", "cpu", threads, tracker_config)

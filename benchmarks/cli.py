@@ -11,74 +11,36 @@ import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from omc.config import BENCH_BACKENDS, BenchConfig, ExportConfig, parse_size
+from omc.config import DEFAULT_ENGINES_DIR, BenchConfig, ExportConfig, default_engines_dir
+from omc.contract import FLOAT_PRECISIONS
 from omc.errors import BadInput
+from omc.flags import ConfigFlags
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RESULTS_DIR = Path("benchmarks/results")
 DEFAULT_README = Path("README.md")
-# The Makefile's engine folder for an input size (ENGINES ?= engines/omc_l_$(IMG_SIZE)).
-DEFAULT_ENGINES = "engines/omc_l_{size}"
-PRECISIONS = ("fp32", "fp16")
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers") from None
-
-
-def _name_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        return parse_size(text)
-    except BadInput as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _join(values: tuple[Any, ...]) -> str:
-    return ",".join(str(v) for v in values)
-
-
-def _size_text(size: tuple[int, int]) -> str:
-    return f"{size[0]}x{size[1]}"
-
-
-# (flag, dest, how to write the value back; None for a switch): the order of the recorded command.
-_RECORDED: tuple[tuple[str, str, Callable[[Any], str] | None], ...] = (
-    ("--onnx", "onnx", str),
-    ("--weights", "weights", str),
-    ("--img-size", "img_size", _size_text),
-    ("--precision", "precision", str),
-    ("--backend", "backend", _join),
-    ("--source", "source", str),
-    ("--frames", "frames", str),
-    ("--warmup", "warmup", str),
-    ("--tracklets", "tracklets", _join),
-    ("--headline-tracklets", "headline_tracklets", str),
-    ("--batch", "batch", _join),
-    ("--batch-repeats", "batch_repeats", str),
-    ("--threads", "threads", str),
-    ("--host-frames", "host_frames", str),
-    ("--ceiling-size", "ceiling_size", str),
-    ("--seed", "seed", str),
-    ("--reference-repo", "reference_repo", str),
-    ("--name", "name", str),
-    ("--note", "note", str),
-    ("--json", "json", str),
-    ("--plot", "plot", None),
-)
+# The BenchConfig fields omc bench takes as flags.
+BENCH_FLAGS = ConfigFlags(
+    BenchConfig,
+    only=("backends", "frames", "warmup", "tracklets", "headline_tracklets", "batch", "batch_repeats", "threads",
+          "host_frames", "ceiling_size", "seed"),
+    names={"backends": "--backend"},
+)  # fmt: skip
+# The input size of a new export.
+IMG_SIZE_FLAG = ConfigFlags(ExportConfig, only=("img_size",))
+# The other options of the recorded command, in its order around BENCH_FLAGS' ((flag, dest); a
+# switch has no value): before, then after the config's flags.
+_RECORDED_BEFORE = (("--onnx", "onnx"), ("--weights", "weights"), ("--precision", "precision"))
+_RECORDED_AFTER = (("--source", "source"), ("--reference-repo", "reference_repo"), ("--name", "name"),
+                   ("--note", "note"), ("--json", "json"), ("--plot", "plot"))  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    defaults = BenchConfig()
     parser = subparsers.add_parser(
         "bench",
         help="per-stage latency of every backend side by side with the PyTorch reference path",
@@ -90,36 +52,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "so its cost is measured even with random weights. Writes benchmarks/results/<name>.json and .md."
         ),
     )
-    parser.add_argument("--backend", type=_name_list, default=defaults.backends, metavar="LIST",
-                        help=f"comma-separated backends of {', '.join(BENCH_BACKENDS)} (default: {_join(defaults.backends)})")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+    BENCH_FLAGS.add_to(parser)
+    parser.add_argument("--precision", choices=FLOAT_PRECISIONS, default="fp32",
                         help="engines for ort / trt: the fp32 export, or its fp16 graphs in <onnx>/fp16 (default: fp32)")
-    parser.add_argument("--frames", type=int, default=defaults.frames, metavar="N", help="timed frames per backend (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=defaults.warmup, metavar="N", help="untimed frames first (default: %(default)s)")
-    parser.add_argument("--tracklets", type=_int_list, default=defaults.tracklets, metavar="LIST",
-                        help=f"tracklet counts n of the re-check sweep (default: {_join(defaults.tracklets)})")
-    parser.add_argument("--headline-tracklets", type=int, default=defaults.headline_tracklets, metavar="N",
-                        help="n of the stage table and the re-check comparisons (default: %(default)s)")
-    parser.add_argument("--batch", type=_int_list, default=defaults.batch, metavar="LIST",
-                        help=f"detector batch sizes to time (default: {_join(defaults.batch)})")
-    parser.add_argument("--batch-repeats", type=int, default=defaults.batch_repeats, metavar="N",
-                        help="timed detector calls per batch size (default: %(default)s)")
     parser.add_argument("--source", type=Path, metavar="PATH",
                         help="video, image folder or MOTChallenge sequence (default: a generated 1920x1080 clip)")
     parser.add_argument("--weights", type=Path, metavar="CKPT",
                         help="checkpoint for the export and the torch backend (default: what export.json records, "
                              "or seeded random L weights for a new export)")
     parser.add_argument("--onnx", type=Path, metavar="DIR",
-                        help=f"export folder (default: {DEFAULT_ENGINES.format(size='WxH')} for --img-size; exported when absent)")
-    parser.add_argument("--img-size", type=_size, default=ExportConfig.img_size, metavar="WxH",
-                        help="network input of a new export (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=defaults.threads, metavar="N",
-                        help="ONNX Runtime intra-op threads = torch threads (default: 0, every usable core)")
-    parser.add_argument("--host-frames", type=int, default=defaults.host_frames, metavar="N",
-                        help="frames of the host post-processing workload (default: %(default)s)")
-    parser.add_argument("--ceiling-size", type=int, default=defaults.ceiling_size, metavar="N",
-                        help="side of the sgemm timed as the ceiling (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, metavar="N", help="seed of the clip and tracklets (default: %(default)s)")
+                        help=f"export folder (default: {DEFAULT_ENGINES_DIR.format(size='WxH')} for --img-size; exported when absent)")
+    IMG_SIZE_FLAG.add_to(parser)
     parser.add_argument("--reference-repo", type=Path, metavar="PATH",
                         help="checkout of JudasDie/SOTS (branch MOT): also time the reference tracker's own post-processing")
     parser.add_argument("--name", metavar="NAME", help="result name (default: the export folder's name)")
@@ -146,41 +89,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(parser_defaults={a.dest: a.default for a in parser._actions})
 
 
-def recorded_command(args: argparse.Namespace) -> str:
-    """`omc bench` with the options that differ from their defaults, in a fixed order."""
+def _recorded(args: argparse.Namespace, options: tuple[tuple[str, str], ...]) -> list[str]:
+    """The options given with other values than their defaults, as words."""
     defaults: dict[str, Any] = args.parser_defaults
-    words = ["omc", "bench"]
-    for flag, dest, render in _RECORDED:
+    words: list[str] = []
+    for flag, dest in options:
         value = getattr(args, dest)
-        if value is None or value == defaults.get(dest) or value is False:
+        if value is None or value is False or value == defaults.get(dest):
             continue
-        words += [flag] if render is None else [flag, render(value)]
-    return shlex.join(words)
+        words += [flag] if value is True else [flag, str(value)]
+    return words
 
 
-def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    return BenchConfig(
-        backends=tuple(args.backend),
-        frames=args.frames,
-        warmup=args.warmup,
-        tracklets=tuple(args.tracklets),
-        headline_tracklets=args.headline_tracklets,
-        batch=tuple(args.batch),
-        batch_repeats=args.batch_repeats,
-        threads=args.threads,
-        seed=args.seed,
-        host_frames=args.host_frames,
-        ceiling_size=args.ceiling_size,
-    )
+def recorded_command(args: argparse.Namespace, config: BenchConfig, img_size: tuple[int, int]) -> str:
+    """`omc bench` with the options that differ from their defaults, in a fixed order."""
+    words = ["omc", "bench", *_recorded(args, _RECORDED_BEFORE)]
+    words += IMG_SIZE_FLAG.words(ExportConfig(img_size=img_size)) + BENCH_FLAGS.words(config)
+    return shlex.join(words + _recorded(args, _RECORDED_AFTER))
 
 
 def run_bench(args: argparse.Namespace) -> int:
     from omc.benchmarks.bench import BenchSetup, run_benchmark
     from omc.benchmarks.report import stage_table, update_readme, write_result
 
-    config = config_from_args(args)
-    onnx_dir = args.onnx if args.onnx is not None else Path(DEFAULT_ENGINES.format(size=_size_text(args.img_size)))
-    setup = BenchSetup(onnx_dir, args.weights, args.img_size, args.precision, args.source, args.reference_repo)
+    config = BENCH_FLAGS.config(args)
+    img_size = IMG_SIZE_FLAG.config(args).img_size
+    onnx_dir = args.onnx if args.onnx is not None else Path(default_engines_dir(img_size))
+    setup = BenchSetup(onnx_dir, args.weights, img_size, args.precision, args.source, args.reference_repo)
     if args.reference_repo is not None and not args.reference_repo.is_dir():
         raise BadInput(f"--reference-repo {args.reference_repo} is not a folder (a checkout of JudasDie/SOTS)")
     if args.plot:
@@ -188,7 +123,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
         require_matplotlib()  # a missing matplotlib is an error now, not after the run
     name = args.name or onnx_dir.name
-    result = run_benchmark(config, setup, recorded_command(args), name, note=args.note)
+    result = run_benchmark(config, setup, recorded_command(args, config, img_size), name, note=args.note)
     written = write_result(result, args.results, name, args.json)
     if args.plot:
         from omc.benchmarks.plots import write_plots

@@ -151,32 +151,28 @@ def gemm_flops(a: Shape, b: Shape, trans_a: int, trans_b: int) -> int:
     return 2 * m * k * n
 
 
+def _shapes(node: Any, indices: Sequence[int], shapes: Mapping[str, Shape]) -> list[Shape] | None:
+    """Shapes of the node's inputs at `indices` (-1: its first output), or None when one is unknown."""
+    found = [shapes.get(node.output[0]) if index < 0 else _input(node, index, shapes) for index in indices]
+    return None if any(shape is None for shape in found) else [shape for shape in found if shape is not None]
+
+
 def _node_flops(node: Any, shapes: Mapping[str, Shape]) -> int | None:
     """Operations of one counted node, or None when a shape it needs is unknown."""
     op = node.op_type
-    if op in CONV_OPS:
-        _, w_index = CONV_OPS[op]
-        weight = _input(node, w_index, shapes)
-        output = shapes.get(node.output[0])
-        if weight is None or output is None:
-            return None
-        return conv_flops(weight, output)
+    if op in CONV_OPS:  # a convolution's count reads its weights and its output
+        found = _shapes(node, (CONV_OPS[op][1], -1), shapes)
+        return None if found is None else conv_flops(*found)
     if op in CONV_TRANSPOSE_OPS:
-        x_index, w_index = CONV_TRANSPOSE_OPS[op]
-        data, weight = _input(node, x_index, shapes), _input(node, w_index, shapes)
-        if data is None or weight is None:
-            return None
-        return conv_transpose_flops(data, weight)
+        found = _shapes(node, CONV_TRANSPOSE_OPS[op], shapes)
+        return None if found is None else conv_transpose_flops(*found)
     if op in MATMUL_OPS:
-        a_index, b_index = MATMUL_OPS[op]
-        a, b = _input(node, a_index, shapes), _input(node, b_index, shapes)
-        if a is None or b is None:
-            return None
-        return matmul_flops(a, b)
-    a, b = _input(node, 0, shapes), _input(node, 1, shapes)
-    if a is None or b is None:
+        found = _shapes(node, MATMUL_OPS[op], shapes)
+        return None if found is None else matmul_flops(*found)
+    found = _shapes(node, (0, 1), shapes)
+    if found is None:
         return None
-    return gemm_flops(a, b, _attribute(node, "transA", 0), _attribute(node, "transB", 0))
+    return gemm_flops(found[0], found[1], _attribute(node, "transA", 0), _attribute(node, "transB", 0))
 
 
 def _load(model_or_path: Any) -> Any:

@@ -110,7 +110,7 @@ def time_torch_path(crowd: SyntheticCrowd, frames: int, warmup: int, config: Tra
     """The PyTorch eager path's post-processing on the crowd's network-level outputs."""
     import torch
 
-    from omc.benchmarks.reference_path import TorchReferencePath, TorchReferenceTracker
+    from omc.benchmarks.torch_baseline import TorchReferencePath, TorchReferenceTracker
     from omc.export.model import DetectorOutputs, architecture_for_variant, build_network
 
     with torch.random.fork_rng(devices=[]):

@@ -7,7 +7,7 @@ fusion); association is the runtime's for every backend (`Tracker.update_from_de
 - `EnginePipeline`: the exported engines through an omc runtime backend (ONNX Runtime fp32 or
   INT8 on the CPU, TensorRT on a GPU) and the runtime's NumPy host code: exactly what
   `omc.runtime.Tracker` runs per frame.
-- `TorchPipeline`: the PyTorch reference path (omc.benchmarks.reference_path), eager on the
+- `TorchPipeline`: the PyTorch reference path (omc.benchmarks.torch_baseline), eager on the
   CPU as the reference runs, or on a CUDA GPU.
 
 Synthetic tracklets: random weights track nothing, so the re-check would never run. Each frame,
@@ -33,7 +33,7 @@ from omc.runtime.detections import FrameDetections, frame_detections, unit_rows
 from omc.runtime.letterbox import LetterboxTransform, letterbox
 
 if TYPE_CHECKING:
-    from omc.benchmarks.reference_path import TorchReferencePath
+    from omc.benchmarks.torch_baseline import TorchReferencePath
 
 log = logging.getLogger(__name__)
 

@@ -39,6 +39,20 @@ def _save(figure: Any, path: Path) -> Path:
     return path
 
 
+def _line_chart(plt: Any, series: Mapping[str, list[tuple[float, float]]], labels: tuple[str, str], title: str, path: Path) -> Path:
+    """One line per backend of (x, y) points; labels: (x axis, y axis)."""
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE)
+    for backend, points in series.items():
+        axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=backend)
+    axes.set_xlabel(labels[0])
+    axes.set_ylabel(labels[1])
+    axes.set_title(title)
+    axes.legend(fontsize="small")
+    saved = _save(figure, path)
+    plt.close(figure)
+    return saved
+
+
 def write_plots(result: Mapping[str, Any], out_dir: Path, name: str) -> list[Path]:
     """Draw the four charts into `out_dir`; returns their paths (none when no backend ran)."""
     plt = require_matplotlib()
@@ -74,25 +88,10 @@ def write_plots(result: Mapping[str, Any], out_dir: Path, name: str) -> list[Pat
     paths.append(_save(figure, out_dir / f"{name}_fps.png"))
     plt.close(figure)
 
-    figure, axes = plt.subplots(figsize=FIGURE_SIZE)
-    for n in names:
-        sweep = backends[n]["tracklet_sweep"]
-        axes.plot([e["n"] for e in sweep], [e["recheck"]["median_ms"] for e in sweep], marker="o", label=n)
-    axes.set_xlabel("tracklets n")
-    axes.set_ylabel("re-check median ms")
-    axes.set_title("Re-check cost against the tracklet count")
-    axes.legend(fontsize="small")
-    paths.append(_save(figure, out_dir / f"{name}_recheck.png"))
-    plt.close(figure)
-
-    figure, axes = plt.subplots(figsize=FIGURE_SIZE)
-    for n in names:
-        sweep = backends[n]["batch_sweep"]
-        axes.plot([e["batch"] for e in sweep], [e["per_image_ms"] for e in sweep], marker="o", label=n)
-    axes.set_xlabel("batch size B")
-    axes.set_ylabel("detector ms per image (median)")
-    axes.set_title("Detector batch sweep")
-    axes.legend(fontsize="small")
-    paths.append(_save(figure, out_dir / f"{name}_batch.png"))
-    plt.close(figure)
+    recheck = {n: [(e["n"], e["recheck"]["median_ms"]) for e in backends[n]["tracklet_sweep"]] for n in names}
+    paths.append(_line_chart(plt, recheck, ("tracklets n", "re-check median ms"), "Re-check cost against the tracklet count",
+                             out_dir / f"{name}_recheck.png"))  # fmt: skip
+    batch = {n: [(e["batch"], e["per_image_ms"]) for e in backends[n]["batch_sweep"]] for n in names}
+    paths.append(_line_chart(plt, batch, ("batch size B", "detector ms per image (median)"), "Detector batch sweep",
+                             out_dir / f"{name}_batch.png"))  # fmt: skip
     return paths

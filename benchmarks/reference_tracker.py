@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from omc.config import TrackerConfig
+from omc.contract import EngineMeta
 
 # The tracker module inside the reference's OMC/lib folder, and the folder relative to the repo.
 TRACKER_MODULE = "tracker.cstrack_w_recheck"
@@ -68,7 +69,8 @@ OPTIONAL_MODULES = (
     "motmetrics",
     "lap",
 )
-STRIDES = (8, 16, 32)
+# The levels' strides in the reference network's train_out (the contract's default export).
+STRIDES = EngineMeta().strides
 
 
 def find_lib_dir(repo: Path) -> Path:

@@ -344,6 +344,13 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _save(plt: Any, figure: Any, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def plot(result: dict[str, Any], out: Path) -> list[Path]:
     """Charts beside the report: throughput by stream count, live latency by minute, soak RSS."""
     try:
@@ -365,11 +372,7 @@ def plot(result: dict[str, Any], out: Path) -> list[Path]:
         axis.set_xlabel("streams")
         axis.set_ylabel("aggregate frames/s")
         axis.legend()
-        figure.tight_layout()
-        path = out.with_name(out.name + "_throughput.png")
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(plt, figure, out.with_name(out.name + "_throughput.png")))
     if "live" in result and result["live"]["minutes"]:
         figure, axis = plt.subplots(figsize=(6, 3.5))
         minutes = result["live"]["minutes"]
@@ -379,11 +382,7 @@ def plot(result: dict[str, Any], out: Path) -> list[Path]:
         axis.set_ylabel("capture to tracks, ms")
         axis.set_ylim(bottom=0)
         axis.legend()
-        figure.tight_layout()
-        path = out.with_name(out.name + "_live.png")
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(plt, figure, out.with_name(out.name + "_live.png")))
     if "soak" in result:
         figure, axis = plt.subplots(figsize=(6, 3.5))
         samples = result["soak"]["rss_mb"]
@@ -391,11 +390,7 @@ def plot(result: dict[str, Any], out: Path) -> list[Path]:
         axis.set_xlabel("frames tracked (all streams)")
         axis.set_ylabel("resident memory, MB")
         axis.set_ylim(bottom=0)
-        figure.tight_layout()
-        path = out.with_name(out.name + "_soak.png")
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(plt, figure, out.with_name(out.name + "_soak.png")))
     return written
 
 

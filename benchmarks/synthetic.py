@@ -26,6 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 from omc import contract
+from omc.contract import MAP_STRIDE
+from omc.runtime.boxes import centre_cells
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -33,7 +35,6 @@ I64 = npt.NDArray[np.int64]
 # Detect's boundary-aware regression scale k at initialisation (omc-reference.md section 2): the
 # re-check boxes decode with it.
 DETECT_K = 10.0
-STRIDE = 8
 # Scene geometry, network pixels: where people start, their speed per frame and size.
 START_X_PX, START_Y_PX = (40.0, 1000.0), (100.0, 500.0)
 SPEED_PX = 2.0
@@ -63,7 +64,7 @@ def suppress_non_peaks(heatmap: F32) -> F32:
     return np.where(heatmap == pooled, heatmap, np.float32(0)).astype(np.float32)
 
 
-def decode_recheck_boxes(raw: F32, k: float = DETECT_K, stride: int = STRIDE) -> F32:
+def decode_recheck_boxes(raw: F32, k: float = DETECT_K, stride: int = MAP_STRIDE) -> F32:
     """Raw re-check boxes [h, w, 4] -> corners [h, w, 4] (input pixels), the network's decode:
     centre = ((sigmoid(raw_xy) - 0.5) * k + (col, row)) * stride, size = raw_wh * stride."""
     h, w = raw.shape[:2]
@@ -72,14 +73,6 @@ def decode_recheck_boxes(raw: F32, k: float = DETECT_K, stride: int = STRIDE) ->
     centre = ((sigmoid - np.float32(0.5)) * np.float32(k) + grid) * np.float32(stride)
     half = raw[..., 2:] * np.float32(stride) / np.float32(2)
     return np.concatenate([centre - half, centre + half], -1).astype(np.float32)
-
-
-def centre_cells(corners: F32, map_hw: tuple[int, int]) -> tuple[I64, I64]:
-    """(rows, cols) of the boxes' centre cells, computed in float32 as every implementation does."""
-    h, w = map_hw
-    cols = np.clip(np.floor((corners[:, 0] + corners[:, 2]) / np.float32(2 * STRIDE)), 0, w - 1).astype(np.int64)
-    rows = np.clip(np.floor((corners[:, 1] + corners[:, 3]) / np.float32(2 * STRIDE)), 0, h - 1).astype(np.int64)
-    return rows, cols
 
 
 @dataclass
@@ -111,7 +104,7 @@ class CrowdFrame:
         ranked = rows[order]
         half = ranked[:, 2:4] / np.float32(2)
         corners = np.concatenate([ranked[:, :2] - half, ranked[:, :2] + half], 1).astype(np.float32)
-        cell_rows, cell_cols = centre_cells(corners, self.map_hw)
+        cell_rows, cell_cols = np.divmod(centre_cells(corners, self.map_hw), self.map_hw[1])
         return {
             contract.DET_BOXES: corners[None],
             contract.DET_SCORES: scores[order][None],
@@ -154,7 +147,7 @@ class SyntheticCrowd:
             raise ValueError(f"detections ({detections}) must be at least tracks ({tracks})")
         self.tracks, self.detections, self.peaks = tracks, detections, peaks
         self.input_hw = input_hw
-        self.map_hw = (input_hw[0] // STRIDE, input_hw[1] // STRIDE)
+        self.map_hw = (input_hw[0] // MAP_STRIDE, input_hw[1] // MAP_STRIDE)
         self.embedding_dim = embedding_dim
         self.seed = seed
 
@@ -189,7 +182,7 @@ class SyntheticCrowd:
             candidates[0, :, 5] = 1.0
             half = boxes_size / np.float32(2)
             corners = np.concatenate([boxes_centre - half, boxes_centre + half], 1)
-            rows, cols = centre_cells(corners, self.map_hw)
+            rows, cols = np.divmod(centre_cells(corners, self.map_hw), w)
             noisy = codes[person] + rng.normal(0, EMBEDDING_NOISE, (d, self.embedding_dim)).astype(np.float32)
             id_map[0, rows, cols] = unit(noisy)
             written.append((rows, cols))
@@ -197,13 +190,13 @@ class SyntheticCrowd:
 
             peak_person = rng.integers(0, n, p)
             peak_centre = centre[peak_person] + rng.normal(0, PEAK_JITTER_PX, (p, 2))
-            peak_cols = np.clip(np.floor(peak_centre[:, 0] / STRIDE), 0, w - 1).astype(np.int64)
-            peak_rows = np.clip(np.floor(peak_centre[:, 1] / STRIDE), 0, h - 1).astype(np.int64)
+            peak_cols = np.clip(np.floor(peak_centre[:, 0] / MAP_STRIDE), 0, w - 1).astype(np.int64)
+            peak_rows = np.clip(np.floor(peak_centre[:, 1] / MAP_STRIDE), 0, h - 1).astype(np.int64)
             heatmap[0, 0, peak_rows, peak_cols] = rng.uniform(*PEAK_HEAT, p).astype(np.float32)
             # Raw boxes whose decode gives the person's box around the peak's position.
-            offset = np.clip((peak_centre / STRIDE - np.stack([peak_cols, peak_rows], 1)) / DETECT_K + 0.5, 0.01, 0.99)
+            offset = np.clip((peak_centre / MAP_STRIDE - np.stack([peak_cols, peak_rows], 1)) / DETECT_K + 0.5, 0.01, 0.99)
             siambox_raw[0, peak_rows, peak_cols, 0:2] = np.log(offset / (1 - offset))
-            siambox_raw[0, peak_rows, peak_cols, 2:4] = size[peak_person] / STRIDE
+            siambox_raw[0, peak_rows, peak_cols, 2:4] = size[peak_person] / MAP_STRIDE
             id_map[0, peak_rows, peak_cols] = codes[peak_person]
             written.append((peak_rows, peak_cols))
             yield CrowdFrame(candidates, dense, id_map, heatmap, siambox_raw, p)

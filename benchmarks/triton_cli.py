@@ -9,17 +9,20 @@ import shlex
 import sys
 from pathlib import Path
 
+from omc.apps.cli import TRACKER_FLAGS
 from omc.config import TritonBenchConfig
+from omc.flags import ConfigFlags
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SERVER_VENV = Path(".venv-triton")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    from omc.apps.cli import add_tracker_flags
+# The repository a local server gets is written with this export's defaults; the clip size stays the default.
+BENCH_FLAGS = ConfigFlags(TritonBenchConfig, only=("streams", "frames", "rounds", "max_queue_delay_us"))
 
-    defaults = TritonBenchConfig()
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench-triton",
         help="aggregate frames/s and per-frame latency through Triton vs the local backend, same streams",
@@ -34,25 +37,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--url", default=None, metavar="HOST:PORT", help="a running server with this export's repository (omc triton-repo)")
     parser.add_argument("--server-venv", type=Path, default=DEFAULT_SERVER_VENV, metavar="DIR",
                         help=f"environment with nvidia-pytriton for the local server (default: {DEFAULT_SERVER_VENV})")
-    parser.add_argument("--streams", type=int, default=defaults.streams, help=f"concurrent streams (default: {defaults.streams})")
-    parser.add_argument("--frames", type=int, default=defaults.frames, help=f"frames per stream and round (default: {defaults.frames})")
-    parser.add_argument("--rounds", type=int, default=defaults.rounds, help=f"rounds per mode (default: {defaults.rounds})")
-    parser.add_argument("--max-queue-delay-us", type=int, default=defaults.max_queue_delay_us, metavar="US",
-                        help=f"detector batching window of the local server's repository (default: {defaults.max_queue_delay_us})")
+    BENCH_FLAGS.add_to(parser)
     parser.add_argument("--results", type=Path, default=None, metavar="FILE.json", help="also write the result (and FILE.md)")
-    add_tracker_flags(parser)
+    TRACKER_FLAGS.add_to(parser)
     parser.set_defaults(func=run_bench_triton)
 
 
 def run_bench_triton(args: argparse.Namespace) -> int:
-    from omc.apps.cli import tracker_config_from_args
     from omc.benchmarks.environment import collect_environment
     from omc.benchmarks.triton_bench import benchmark, check_export, markdown, report, run_with_local_server
     from omc.files import replacing
 
     check_export(args.onnx)
-    config = TritonBenchConfig(streams=args.streams, frames=args.frames, rounds=args.rounds, max_queue_delay_us=args.max_queue_delay_us)
-    tracker_config = tracker_config_from_args(args)
+    config = BENCH_FLAGS.config(args)
+    tracker_config = TRACKER_FLAGS.config(args)
     if args.url is not None:
         result = benchmark(args.onnx, args.url, config, tracker_config)
     else:

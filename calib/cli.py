@@ -15,18 +15,21 @@ from dataclasses import replace
 from pathlib import Path
 
 from omc import contract
-from omc.config import CALIBRATION_METHODS, FLOAT_REGIONS, QUANT_TARGETS, CalibConfig
+from omc.config import FLOAT_REGIONS, QUANT_TARGETS, CalibConfig, default_engines_dir
 from omc.errors import BadInput, CheckFailed
 from omc.files import RunFiles
+from omc.flags import ConfigFlags
 
 log = logging.getLogger(__name__)
 
-# Where `make export` puts the default engines (Makefile ENGINES): the default of --engines.
-DEFAULT_ENGINES = Path("engines/omc_l_1088x608")
+# The CalibConfig fields of `omc calib` and of `omc quantize`.
+CALIB_FLAGS = ConfigFlags(
+    CalibConfig, only=("frames", "holdout_frames", "recheck_frames"), names={"holdout_frames": "--holdout"}
+)
+QUANTIZE_FLAGS = ConfigFlags(CalibConfig, only=("method", "keep_float"))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    defaults = CalibConfig()
     calib = subparsers.add_parser(
         "calib",
         help="make an INT8 calibration set from your own video, image folder or MOTChallenge sequences",
@@ -37,13 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     calib.add_argument("sources", nargs="+", type=Path, metavar="SOURCE",
                        help="video file, image folder or MOTChallenge sequence folder (several allowed)")
-    calib.add_argument("--frames", type=int, default=defaults.frames, metavar="N",
-                       help="calibration frames, spread evenly over all sources (default: %(default)s)")
-    calib.add_argument("--holdout", type=int, default=defaults.holdout_frames, metavar="M",
-                       help="held-out frames for the drift figures, never calibrated on (default: %(default)s)")
-    calib.add_argument("--recheck-frames", type=int, default=defaults.recheck_frames, metavar="R",
-                       help="calibration frames that also get float-tracker tracklets for the re-check (default: %(default)s)")
-    calib.add_argument("--engines", type=Path, default=DEFAULT_ENGINES, metavar="DIR",
+    CALIB_FLAGS.add_to(calib)
+    calib.add_argument("--engines", type=Path, default=Path(default_engines_dir()), metavar="DIR",
                        help="the float export (input size, float tracker) (default: %(default)s)")
     calib.add_argument("--out", type=Path, required=True, metavar="FILE", help="calibration set to write (.npz)")
     calib.set_defaults(func=run_calib)
@@ -64,11 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                "tensorrt: symmetric int8 (TensorRT explicit quantization)")
     quantize.add_argument("--out", type=Path, metavar="DIR",
                           help="output folder (one target only; default: <onnx dir>/int8-<target>)")
-    quantize.add_argument("--method", choices=CALIBRATION_METHODS, default=defaults.method,
-                          help="activation ranges from the calibration data (default: %(default)s)")
-    quantize.add_argument("--keep-float", default=",".join(defaults.keep_float), metavar="REGIONS",
-                          help=f"comma-separated regions kept in float, of {', '.join(FLOAT_REGIONS)}; "
-                               "'none' quantizes them too (default: %(default)s)")
+    QUANTIZE_FLAGS.add_to(quantize)
     quantize.set_defaults(func=run_quantize)
 
     report = subparsers.add_parser(
@@ -94,22 +88,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.set_defaults(func=run_report)
 
 
-def _keep_float(text: str) -> tuple[str, ...]:
-    if text.strip().lower() == "none":
-        return ()
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
 def run_calib(args: argparse.Namespace) -> int:
     from omc.calib.dataset import build_calibration_set
 
-    config = CalibConfig(frames=args.frames, holdout_frames=args.holdout, recheck_frames=args.recheck_frames)
+    config = CALIB_FLAGS.config(args)
     files = RunFiles()
     for source in args.sources:
         files.read(source, "SOURCE")
     files.read_all((args.engines / name for name in contract.ENGINE_FOLDER_FILES), "--engines")
     files.write(args.out, "--out")
-    path = build_calibration_set(args.sources, args.frames, args.engines, args.out, config)
+    path = build_calibration_set(args.sources, config.frames, args.engines, args.out, config)
     print(path)
     log.info("next: omc quantize --onnx %s --calib %s --target cpu tensorrt", args.engines, path)
     return 0
@@ -121,7 +109,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     targets = list(dict.fromkeys(args.target))
     if args.out is not None and len(targets) > 1:
         raise BadInput("--out names one folder; give one --target with it, or drop --out (each target gets <onnx dir>/int8-<target>)")
-    config = CalibConfig(method=args.method, keep_float=_keep_float(args.keep_float))
+    config = QUANTIZE_FLAGS.config(args)
     out_dirs = {targets[0]: args.out} if args.out is not None else {}
     files = RunFiles()
     files.read_all((args.onnx / name for name in contract.ENGINE_FOLDER_FILES), "--onnx")

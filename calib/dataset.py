@@ -34,7 +34,7 @@ import json
 import logging
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -378,8 +378,7 @@ def build_calibration_set(
     paths = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(s) for s in sources]
     if not paths:
         raise BadInput("give at least one source: a video, an image folder or a MOTChallenge sequence")
-    if frames < 1:
-        raise BadInput(f"--frames must be at least 1, got {frames}")
+    config = replace(config, frames=frames)  # InvalidConfig when not at least 1
     engines_dir = Path(engines_dir)
     meta, export_sha = _float_meta(engines_dir)
     infos = _describe_sources(paths)

@@ -44,6 +44,7 @@ from omc import contract
 from omc.config import CalibConfig, TrackerConfig
 from omc.contract import EngineMeta
 from omc.export.judge import BOUNDS, Bounds, Limit, cosines, pair_by_iou
+from omc.runtime.boxes import centre_cells
 from omc.runtime.detections import select_basic
 
 log = logging.getLogger(__name__)
@@ -182,15 +183,6 @@ def _candidates(outputs: Outputs) -> tuple[F32, F32, F32, F32]:
     """(boxes [K, 4], scores [K], density [K], embeddings [K, E]) of batch item 0."""
     return tuple(np.asarray(outputs[name])[0].astype(np.float32) for name in (  # type: ignore[return-value]
         contract.DET_BOXES, contract.DET_SCORES, contract.DET_DENSITY, contract.DET_EMBEDDINGS))
-
-
-def centre_cells(boxes: F32, map_hw: tuple[int, int]) -> npt.NDArray[np.int64]:
-    """Flat cell index row * w + col of each box's centre cell (engine-contract.md): col =
-    clip(floor((x1 + x2) / 16), 0, w - 1), row likewise. boxes: [N, 4] corners, network pixels."""
-    h, w = map_hw
-    col = np.clip(np.floor((boxes[:, 0] + boxes[:, 2]) / np.float32(16)), 0, w - 1).astype(np.int64)
-    row = np.clip(np.floor((boxes[:, 1] + boxes[:, 3]) / np.float32(16)), 0, h - 1).astype(np.int64)
-    return row * w + col
 
 
 def detector_drift(

@@ -49,7 +49,7 @@ def float_detector(onnx_dir: Path, meta: EngineMeta) -> Any:
     """The float export's detector as an active ONNX Runtime backend returning NumPy arrays."""
     from omc.runtime.backends.onnxrt import OnnxRuntimeBackend
 
-    backend = OnnxRuntimeBackend(onnx_dir / contract.DETECTOR_ONNX, meta, "detector", device_outputs=())
+    backend = OnnxRuntimeBackend(onnx_dir / contract.DETECTOR_ONNX, meta, contract.DETECTOR, device_outputs=())
     backend.activate()
     return backend
 

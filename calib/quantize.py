@@ -56,19 +56,16 @@ from omc import __version__, contract
 from omc.calib.dataset import CalibrationSet, file_sha256
 from omc.calib.regions import GraphRegions, classify_nodes, name_nodes
 from omc.config import QUANT_TARGETS, CalibConfig
-from omc.contract import EngineMeta
+from omc.contract import DETECTOR, ONNX_FILES, QDQ_OPS, RECHECK, EngineMeta
 from omc.errors import BadInput, MissingDependency
 from omc.files import replacing
 
 log = logging.getLogger(__name__)
 
-DETECTOR, RECHECK = "detector", "recheck"
-ONNX_NAMES = {DETECTOR: contract.DETECTOR_ONNX, RECHECK: contract.RECHECK_ONNX}
 # Where the shared activation ranges live, inside the float export's folder.
 RANGES_DIR = "int8-ranges"
 # Default output folder of a target, inside the float export's folder.
 TARGET_DIR = "int8-{target}"
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 # What each float region is kept for (recorded in export.json).
 FLOAT_REGION_REASONS = {
     "head": "last convolution of each output path: its output is the score, box offset or embedding itself",
@@ -320,7 +317,6 @@ class _Graph:
     prepared: Path
     regions: GraphRegions
     cache: Path
-    feeds_used: int
 
 
 def default_out_dir(onnx_dir: str | Path, target: str) -> Path:
@@ -336,8 +332,8 @@ def _load_inputs(onnx_dir: Path, calib_file: Path) -> tuple[EngineMeta, Calibrat
         raise BadInput(f"{onnx_dir} holds a {meta.precision} export; quantize the fp32 export (omc export --precision fp32)")
     engines = [DETECTOR, RECHECK] if meta.has_recheck else [DETECTOR]
     for engine in engines:
-        if not (onnx_dir / ONNX_NAMES[engine]).is_file():
-            raise BadInput(f"{onnx_dir / ONNX_NAMES[engine]} not found; export the model first (omc export --out {onnx_dir})")
+        if not (onnx_dir / ONNX_FILES[engine]).is_file():
+            raise BadInput(f"{onnx_dir / ONNX_FILES[engine]} not found; export the model first (omc export --out {onnx_dir})")
     calibration = CalibrationSet.load(calib_file)
     if calibration.input_hw != meta.input_hw:
         raise BadInput(
@@ -369,7 +365,7 @@ def _calibrate(
     ranges_dir.mkdir(exist_ok=True)
     graphs = []
     for engine in engines:
-        source = onnx_dir / ONNX_NAMES[engine]
+        source = onnx_dir / ONNX_FILES[engine]
         prepared = workdir / f"{engine}.prepared.onnx"
         regions = prepare_graph(source, prepared)
         cache = ranges_dir / f"{engine}.json"
@@ -392,7 +388,7 @@ def _calibrate(
                               lambda path: path.write_text(json.dumps(key, indent=2, sort_keys=True)))
             log.info("%s: %s ranges from %d calibration feeds in %.1f s -> %s", engine, config.method, used,
                      time.perf_counter() - start, cache)
-        graphs.append(_Graph(engine, prepared, regions, cache, used))
+        graphs.append(_Graph(engine, prepared, regions, cache))
     return graphs
 
 
@@ -475,9 +471,9 @@ def quantize_targets(
             out_dir.mkdir(parents=True, exist_ok=True)
             for engine, model in models.items():
                 write_metadata(model, int8_meta)
-                _write_atomically(out_dir / ONNX_NAMES[engine], functools.partial(_save_model, model))
+                _write_atomically(out_dir / ONNX_FILES[engine], functools.partial(_save_model, model))
             _write_atomically(out_dir / contract.EXPORT_JSON, lambda path: path.write_text(int8_meta.to_json() + "\n"))
-            sizes = sum((out_dir / ONNX_NAMES[e]).stat().st_size for e in models)
+            sizes = sum((out_dir / ONNX_FILES[e]).stat().st_size for e in models)
             log.info(
                 "%s: INT8 %s graphs (%s) in %.1f s, %.1f MB; quantized nodes %s; kept float: %s",
                 out_dir, name, target.description, time.perf_counter() - start, sizes / 1e6,

@@ -11,22 +11,18 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping, TextIO
 
-from omc.config import ExportConfig, parse_size
+from omc.config import LOCAL_BACKENDS, ExportConfig, VerifyConfig
 from omc.errors import BadInput
+from omc.flags import ConfigFlags
 from omc.export.weights_source import DEFAULT_RANDOM_SEED, DEFAULT_RANDOM_VARIANT, RANDOM_VARIANTS, WeightsSource
 
 log = logging.getLogger(__name__)
 
 # Config keys holding layer rows, in layer order.
 LAYER_LISTS = ("backbone", "head")
-# `omc verify`'s defaults (omc.export.verify's, kept literal here so that building the parser
-# does not import torch): frames, and tracklet counts ("max": the export's maximum).
-DEFAULT_VERIFY_FRAMES = 2
-DEFAULT_VERIFY_TRACKLETS = "1,32,max"
 
 
 def add_weights_arguments(parser: argparse.ArgumentParser, *, positional: bool) -> None:
@@ -127,45 +123,9 @@ def run_inspect(args: argparse.Namespace) -> int:
 # --- omc export ------------------------------------------------------------------------------------
 
 
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that shape an export (ExportConfig), shared by `export` and `verify`."""
-    defaults = ExportConfig()
-    width, height = defaults.img_size
-    group = parser.add_argument_group("export options")
-    group.add_argument("--img-size", default=f"{width}x{height}", metavar="WxH",
-                       help="network input size, multiples of 32 (default: %(default)s)")
-    group.add_argument("--max-batch", type=int, default=defaults.max_batch,
-                       help="largest detector batch B (default: %(default)s)")
-    group.add_argument("--max-tracklets", type=int, default=defaults.max_tracklets,
-                       help="largest tracklet count n of the re-check (default: %(default)s)")
-    group.add_argument("--topk", type=int, default=defaults.topk, help="detector candidates K (default: %(default)s)")
-    group.add_argument("--peaks", type=int, default=defaults.peaks, help="re-check peaks P (default: %(default)s)")
-    group.add_argument("--shrink-radius", type=int, default=defaults.shrink_radius,
-                       help="shrink-window radius r (default: the checkpoint's, else 3)")
-    group.add_argument("--shrink-window", choices=("reference", "paper"), default=defaults.shrink_window,
-                       help="window rows/cols [c-r, c+r) as the released weights (reference) or |x-c| <= r "
-                            "(paper) (default: %(default)s)")
-    group.add_argument("--opset", type=int, default=defaults.opset,
-                       help="ONNX opset: 18-21 use PyTorch's default (dynamo) exporter, 17 the TorchScript one "
-                            "(default: %(default)s)")
-    group.add_argument("--precision", choices=("fp32", "fp16"), default=defaults.precision,
-                       help="fp16: half-precision graphs, float32 at the inputs/outputs and for coordinates "
-                            "(default: %(default)s)")  # fmt: skip
-
-
-def export_config_from_args(args: argparse.Namespace) -> ExportConfig:
-    """ExportConfig from the export options (BadInput on invalid values)."""
-    return ExportConfig(
-        img_size=parse_size(args.img_size),
-        max_batch=args.max_batch,
-        max_tracklets=args.max_tracklets,
-        topk=args.topk,
-        peaks=args.peaks,
-        shrink_radius=args.shrink_radius,
-        shrink_window=args.shrink_window,
-        opset=args.opset,
-        precision=args.precision,
-    )
+# The options that shape an export (every ExportConfig field), shared by `export` and `verify`.
+EXPORT_FLAGS = ConfigFlags(ExportConfig, title="export options")
+VERIFY_FLAGS = ConfigFlags(VerifyConfig)
 
 
 def _register_export(subparsers: argparse._SubParsersAction) -> None:
@@ -178,13 +138,13 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_weights_arguments(parser, positional=False)
-    add_export_arguments(parser)
+    EXPORT_FLAGS.add_to(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the export into")
     parser.set_defaults(func=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
-    config = export_config_from_args(args)
+    config = EXPORT_FLAGS.config(args)
     weights = weights_from_args(args)
     weights.check()
     from omc.export.onnx_export import check_output_folder, export_engines
@@ -213,19 +173,6 @@ def run_export(args: argparse.Namespace) -> int:
 # --- omc verify ------------------------------------------------------------------------------------
 
 
-def parse_tracklet_counts(text: str) -> tuple[int | str, ...]:
-    """'1,32,max' -> (1, 32, 'max') ('max': the export's maximum); BadInput on anything else."""
-    counts: list[int | str] = []
-    for part in (p.strip() for p in text.split(",")):
-        if part == "max":
-            counts.append(part)
-        elif part.isdigit():
-            counts.append(int(part))
-        else:
-            raise BadInput(f"--tracklets '{text}' must be comma-separated counts or 'max', e.g. 1,32,max")
-    return tuple(counts)
-
-
 def _register_verify(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "verify",
@@ -244,35 +191,25 @@ def _register_verify(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--frames", type=Path, metavar="SOURCE",
                         help="video, image folder or MOTChallenge sequence (default: generated frames; for an "
                              "INT8 export, the held-out frames of its calibration set)")
-    parser.add_argument("--max-frames", type=int, default=DEFAULT_VERIFY_FRAMES,
-                        help="frames to use (default: %(default)s)")
-    parser.add_argument("--tracklets", default=DEFAULT_VERIFY_TRACKLETS, metavar="N,...",
-                        help="tracklet counts n of the re-check runs; 'max' is the export's maximum "
-                             "(default: %(default)s)")
-    parser.add_argument("--backend", choices=("ort", "trt"), default="ort",
+    VERIFY_FLAGS.add_to(parser)
+    parser.add_argument("--backend", choices=LOCAL_BACKENDS, default="ort",
                         help="ort: ONNX Runtime vs PyTorch; trt: the TensorRT plans in --onnx DIR vs ONNX Runtime "
                              "(needs a GPU) (default: %(default)s)")
     parser.add_argument("--device", default="0", help="GPU of --backend trt (default: %(default)s)")
-    add_export_arguments(parser)
+    EXPORT_FLAGS.add_to(parser)
     parser.set_defaults(func=run_verify)
 
 
 def run_verify(args: argparse.Namespace) -> int:
     from omc.export.verify import verify
 
-    config = export_config_from_args(args)
-    if args.onnx is not None:
-        # Options that shape a new export: those set to other values than ExportConfig's defaults.
-        given = [f"--{f.name.replace('_', '-')}" for f in fields(ExportConfig)
-                 if getattr(config, f.name) != getattr(ExportConfig(), f.name)]  # fmt: skip
-        if given:
-            raise BadInput(f"{', '.join(given)} shape a new export and do not apply to --onnx {args.onnx}")
-    if args.max_frames < 1:
-        raise BadInput(f"--max-frames must be at least 1, got {args.max_frames}")
+    config = EXPORT_FLAGS.config(args)
+    given = [EXPORT_FLAGS.flag(name) for name in EXPORT_FLAGS.given(args)]
+    if args.onnx is not None and given:
+        raise BadInput(f"{', '.join(given)} shape a new export and do not apply to --onnx {args.onnx}")
     outcome = verify(
-        args.onnx, weights_from_args(args), export_config=config, frames=args.frames, max_frames=args.max_frames,
-        tracklet_counts=parse_tracklet_counts(args.tracklets), backend=args.backend,
-        device=int(args.device) if args.device.isdigit() else args.device,
+        args.onnx, weights_from_args(args), export_config=config, frames=args.frames, config=VERIFY_FLAGS.config(args),
+        backend=args.backend, device=int(args.device) if args.device.isdigit() else args.device,
     )  # fmt: skip
     sys.stdout.write(outcome.text() + "\n")
     outcome.raise_if_failed()

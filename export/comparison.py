@@ -50,7 +50,8 @@ from omc.export.judge import (
     pair_rows,
     share_of_boxes_within,
 )
-from omc.export.reference_path import ReferenceFrame, ReferenceHeatmap, centre_cells
+from omc.export.verify_reference import ReferenceFrame, ReferenceHeatmap
+from omc.runtime.boxes import centre_cells
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -221,7 +222,7 @@ def compare_detector(engine: Mapping[str, np.ndarray], item: int, ref: Reference
     entry.add_errors(scores[engine_rows], ref.scores[ref_rows])
     entry.judge(entry.max_abs)
     h, w = ref.map_hw
-    cells = centre_cells(boxes, ref.stride, (h, w))
+    cells = centre_cells(boxes, (h, w), ref.stride)
     entry = stats.get(contract.DET_DENSITY, "abs")
     entry.add_errors(engine[contract.DET_DENSITY][item], ref.density[cells])
     entry.judge(entry.max_abs)

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from omc.export.model import OMCNetwork
-from omc.export.model.similarity import l2_normalize
 
 # Pixel value range of the uint8 input.
 PIXEL_SCALE = 255.0

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from omc import __version__, contract
-from omc.config import ExportConfig, TrackerConfig
+from omc.config import ExportConfig
 from omc.contract import EngineMeta, TensorSpec
 from omc.errors import BadInput, OmcError
 from omc.files import PendingFile
@@ -63,6 +63,21 @@ BYTES_PER_MB = 1e6
 # Loggers whose warnings say nothing about our graphs (the exporter notes that torchvision's
 # operators are not registered because torchvision is not installed; omc uses none of them).
 QUIET_LOGGERS = ("torch.onnx._internal.exporter._registration",)
+# Warnings the exporters give for every OMC network and that say nothing about its graphs:
+# (category name, message regex, regex of the module that warns). Any other warning is logged.
+KNOWN_EXPORT_WARNINGS: tuple[tuple[str, str, str], ...] = (
+    # TorchScript tracing (opset 17): the eager fallbacks for another input size (a cell grid, a
+    # pooling matrix, a map index) and InstanceNorm's input checks compare spatial sizes, which an
+    # export fixes (only B and n are dynamic), so the tracer rightly makes them constants.
+    ("TracerWarning", "Converting a tensor to a Python", r"omc\.export\.model\.|torch\.nn\.(modules\.instancenorm|functional)$"),
+    # InstanceNorm keeps no running statistics: it normalises with the input's own, as in eval.
+    ("UserWarning", "ONNX export mode is set to TrainingMode.EVAL, but operator 'instance_norm'", r"torch\.onnx\."),
+    # Opset 17 asks for the TorchScript exporter on purpose (omc export --opset 17).
+    ("DeprecationWarning", "You are using the legacy TorchScript-based ONNX export", r"omc\.export\.onnx_export$"),
+    ("DeprecationWarning", "The feature will be removed", r"torch\.onnx\._internal\.torchscript_exporter\."),
+    # PyTorch's own pytree code, called by the dynamo exporter.
+    ("FutureWarning", r"`isinstance\(treespec, LeafSpec\)` is deprecated", ""),
+)
 
 
 @dataclass(frozen=True)
@@ -173,25 +188,18 @@ def engine_meta(loaded: LoadedCheckpoint, config: ExportConfig, seed: int | None
     }
     if config.precision == "fp16":
         extra["fp16_route"] = FP16_ROUTE
-    meta = EngineMeta(
+    meta = network.engine_meta(
         input_hw=(height, width),
         topk=config.topk,
         peaks=config.peaks,
-        embedding_dim=arch.embedding_dim,
-        recheck_channels=arch.recheck_channels,
-        strides=tuple(network.model.level_strides),
-        has_recheck=arch.has_recheck,
         shrink_radius=config.shrink_radius if config.shrink_radius is not None else arch.shrink_radius,
         shrink_window=config.shrink_window,
-        global_point=arch.global_point,
         max_batch=config.max_batch,
         max_tracklets=config.max_tracklets,
         opset=config.opset,
         precision=config.precision,
-        variant=arch.variant,
         checkpoint_sha256=loaded.source_sha256,
         exporter_version=f"omc {__version__}",
-        tracker_defaults=TrackerConfig().to_dict(),
         extra=extra,
     )
     meta.validate()
@@ -229,12 +237,32 @@ def trace_to_onnx(
     # The exporter prints its progress on stdout, which carries omc's results: log it instead.
     printed = io.StringIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(printed), _quiet(QUIET_LOGGERS):
-            warnings.simplefilter("ignore")
+        with exporter_warnings(), torch.no_grad(), contextlib.redirect_stdout(printed), _quiet(QUIET_LOGGERS):
             return _trace(module, names, args, output_names, dynamic_axes, opset, route)
     finally:
         for line in printed.getvalue().splitlines():
             log.debug("exporter: %s", line)
+
+
+@contextlib.contextmanager
+def exporter_warnings() -> Iterator[None]:
+    """Inside the block, drop the KNOWN_EXPORT_WARNINGS and log every other warning once, with
+    where it was raised (a TracerWarning of a new dynamic condition must not go unseen)."""
+    categories = {"TracerWarning": torch.jit.TracerWarning, "UserWarning": UserWarning,
+                  "DeprecationWarning": DeprecationWarning, "FutureWarning": FutureWarning}  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for category, message, module in KNOWN_EXPORT_WARNINGS:
+            warnings.filterwarnings("ignore", message, categories[category], module)
+        try:
+            yield
+        finally:
+            seen: set[tuple[str, str, int]] = set()
+            for item in caught:
+                key = (str(item.message), item.filename, item.lineno)
+                if key not in seen:
+                    seen.add(key)
+                    log.warning("exporter: %s (%s:%d): %s", item.category.__name__, item.filename, item.lineno, item.message)
 
 
 @contextlib.contextmanager
@@ -319,8 +347,7 @@ def finish_graph(
     """Simplify, stamp the contract signature and metadata, and check (full) a traced graph."""
     import onnxslim
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with exporter_warnings():
         slimmed: onnx.ModelProto = onnxslim.slim(model)
     _set_signature(slimmed.graph.input, inputs, "input")
     _set_signature(slimmed.graph.output, outputs, "output")

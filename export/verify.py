@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from omc import contract
-from omc.config import ExportConfig
+from omc.config import LOCAL_BACKENDS, ExportConfig, VerifyConfig
 from omc.contract import EngineMeta
 from omc.errors import BadInput, CheckFailed
 from omc.export.comparison import (
@@ -48,7 +48,7 @@ from omc.export.comparison import (
 )
 from omc.export.judge import Bounds, OutputStats
 from omc.export.model import OMCNetwork
-from omc.export.reference_path import ReferenceFrame, ReferenceHeatmap, reference_detector, reference_heatmap
+from omc.export.verify_reference import ReferenceFrame, ReferenceHeatmap, reference_detector, reference_heatmap
 from omc.export.verify_inputs import build_tracklets, generated_frames, source_frames
 from omc.export.weights_source import WeightsSource, weights_of_export
 
@@ -60,15 +60,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 U8 = npt.NDArray[np.uint8]
-# Tracklet counts verified when none are given: one, a typical crowd, and the export's maximum.
-TYPICAL_TRACKLETS = 32
-# Frames verify uses when none are given (generated) and at most from a source.
-DEFAULT_FRAMES = 2
-# Tracklet counts `verify` runs the re-check with; MAX_TRACKLETS stands for the export's maximum.
-MAX_TRACKLETS = "max"
-DEFAULT_TRACKLET_COUNTS: tuple[int | str, ...] = (1, TYPICAL_TRACKLETS, MAX_TRACKLETS)
-# The engine pairs `verify` compares: ONNX Runtime against PyTorch, TensorRT against ONNX Runtime.
-VERIFY_BACKENDS = ("ort", "trt")
 # Notes shown per output in the report table.
 NOTES_SHOWN = 2
 
@@ -169,10 +160,8 @@ def _run(session: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
     return dict(zip(names, session.run(names, dict(feeds))))
 
 
-def resolve_tracklet_counts(requested: Sequence[int] | None, meta: EngineMeta) -> tuple[int, ...]:
-    """The tracklet counts to verify: `requested`, or (1, TYPICAL_TRACKLETS, max); BadInput out of range."""
-    if requested is None:
-        requested = (1, min(TYPICAL_TRACKLETS, meta.max_tracklets), meta.max_tracklets)
+def resolve_tracklet_counts(requested: Sequence[int], meta: EngineMeta) -> tuple[int, ...]:
+    """The tracklet counts to verify, ascending without repeats; BadInput out of the export's range."""
     for count in requested:
         if not 1 <= count <= meta.max_tracklets:
             raise BadInput(f"tracklet count {count} is outside this export's 1 to {meta.max_tracklets}")
@@ -224,14 +213,14 @@ def verify_export(
     engine_dir: str | Path,
     network: OMCNetwork,
     frames: Sequence[U8],
-    tracklet_counts: Sequence[int] | None = None,
+    tracklet_counts: Sequence[int],
     *,
     seed: int = 0,
 ) -> VerifyReport:
     """Run the export in `engine_dir` and the float32 reference `network` on `frames`; compare.
 
     frames: uint8 [H, W, 3] BGR images of the export's input size. tracklet_counts: n values for
-    the re-check (default: 1, 32 and the export's maximum). network: float32, built for the
+    the re-check (each 1 to the export's max_tracklets). network: float32, built for the
     export's input size. Returns the report; `passed` says whether it is within tolerance.
     """
     engine_dir = Path(engine_dir)
@@ -343,9 +332,8 @@ def verify(
     *,
     export_config: ExportConfig = ExportConfig(),
     frames: str | Path | None = None,
-    max_frames: int = DEFAULT_FRAMES,
-    tracklet_counts: Sequence[int | str] = DEFAULT_TRACKLET_COUNTS,
-    backend: str = VERIFY_BACKENDS[0],
+    config: VerifyConfig = VerifyConfig(),
+    backend: str = "ort",
     device: int | str = 0,
 ) -> VerifyOutcome:
     """`omc verify`: an export against the float32 PyTorch reference (backend "ort") or its
@@ -354,15 +342,12 @@ def verify(
     onnx_dir: the export; None exports `weights` with `export_config` to a temporary folder
     first (backend "ort" only). weights: the reference network; not given, the weights the
     export's export.json records. frames: video, image folder or MOTChallenge sequence (None:
-    generated frames; for an INT8 export, its calibration set's held-out frames); at most
-    `max_frames` are used. tracklet_counts: n of the re-check runs, MAX_TRACKLETS for the
-    export's maximum. device: the GPU of backend "trt" (an index or "cuda:N").
+    generated frames; for an INT8 export, its calibration set's held-out frames); config: how
+    many frames (at most) and which tracklet counts n the re-check runs with. device: the GPU of backend "trt" (an index or "cuda:N").
     Raises BadInput (OmcError) for what the user can fix; the outcome says whether it passed.
     """
-    if backend not in VERIFY_BACKENDS:
-        raise BadInput(f"verify backend '{backend}' is not one of {', '.join(VERIFY_BACKENDS)}")
-    if max_frames < 1:
-        raise BadInput(f"verify needs at least 1 frame, got max_frames {max_frames}")
+    if backend not in LOCAL_BACKENDS:  # each judged against the one before: ort vs PyTorch, trt vs ort
+        raise BadInput(f"verify backend '{backend}' is not one of {', '.join(LOCAL_BACKENDS)}")
     if onnx_dir is None:
         weights.check()
         if backend == "trt":
@@ -373,23 +358,22 @@ def verify(
         loaded = weights.load((height, width))
         with tempfile.TemporaryDirectory(prefix="omc-verify-") as folder:
             export_engines(loaded, export_config, folder, seed=weights.export_seed)
-            return _verify_folder(Path(folder), EngineMeta.load(folder), loaded, frames, max_frames, tracklet_counts,
-                                  backend, device)  # fmt: skip
+            return _verify_folder(Path(folder), EngineMeta.load(folder), loaded, frames, config, backend, device)
     onnx_dir = Path(onnx_dir)
     meta = EngineMeta.load(onnx_dir)
     if backend == "trt":
         from omc.export.trt.verify import check_plans_run_here
 
         check_plans_run_here(onnx_dir, meta, device)  # before any weights load
-    return _verify_folder(onnx_dir, meta, weights_of_export(meta, weights), frames, max_frames, tracklet_counts,
-                          backend, device)  # fmt: skip
+    return _verify_folder(onnx_dir, meta, weights_of_export(meta, weights), frames, config, backend, device)
 
 
 def _verify_folder(
-    folder: Path, meta: EngineMeta, loaded: "LoadedCheckpoint", source: str | Path | None, max_frames: int,
-    tracklet_counts: Sequence[int | str], backend: str, device: int | str,
+    folder: Path, meta: EngineMeta, loaded: "LoadedCheckpoint", source: str | Path | None, config: VerifyConfig,
+    backend: str, device: int | str,
 ) -> VerifyOutcome:
-    counts = tuple(meta.max_tracklets if count == MAX_TRACKLETS else int(count) for count in tracklet_counts)
+    counts = config.tracklet_counts(meta.max_tracklets)
+    max_frames = config.max_frames
     hw = meta.input_hw
     images = generated_frames(hw, max_frames) if source is None else source_frames(source, hw, max_frames)
     if source is None and meta.precision == "int8":

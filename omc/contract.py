@@ -19,6 +19,11 @@ import numpy as np
 
 from omc.errors import BadInput, EngineMismatch
 
+# The two engines, by name (backends, build, calibration, Triton repository).
+DETECTOR = "detector"
+RECHECK = "recheck"
+ENGINES: tuple[str, ...] = (DETECTOR, RECHECK)
+
 # detector
 IMAGES = "images"
 DET_BOXES = "det_boxes"
@@ -69,6 +74,8 @@ DETECTOR_ONNX = "detector.onnx"
 RECHECK_ONNX = "recheck.onnx"
 DETECTOR_PLAN = "detector.plan"
 RECHECK_PLAN = "recheck.plan"
+ONNX_FILES: Mapping[str, str] = {DETECTOR: DETECTOR_ONNX, RECHECK: RECHECK_ONNX}
+PLAN_FILES: Mapping[str, str] = {DETECTOR: DETECTOR_PLAN, RECHECK: RECHECK_PLAN}
 # Each plan's header, `<plan>.json` (omc.runtime.backends.engine_header).
 PLAN_HEADER_SUFFIX = ".json"
 # Every file of an engine folder the runtime may read (a run must not write over one of them).
@@ -79,8 +86,16 @@ ENGINE_FOLDER_FILES: tuple[str, ...] = (
 
 # Bumped when the meaning of a tensor or an export.json key changes; runtimes refuse other versions.
 CONTRACT_VERSION = 1
+# Shrink-window modes: "reference" rows/cols [c - r, c + r) as the released weights were trained,
+# "paper" |x - c| <= r as the paper writes.
 WINDOW_MODES = ("reference", "paper")
-PRECISIONS = ("fp32", "fp16", "int8")
+# Precisions of the graphs `omc export` writes (float), and of every export (omc quantize adds int8).
+FLOAT_PRECISIONS = ("fp32", "fp16")
+PRECISIONS = FLOAT_PRECISIONS + ("int8",)
+# ONNX operators of an INT8 graph's explicit quantization (Q/DQ pairs).
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+# Input pixels per cell of the maps (id_embeddings, the re-check's maps): h = H / 8, w = W / 8.
+MAP_STRIDE = 8
 
 Dim = int | str
 
@@ -148,7 +163,7 @@ class EngineMeta:
     peaks: int = 100
     embedding_dim: int = 512
     recheck_channels: int = 0
-    strides: tuple[int, ...] = (8, 16, 32)
+    strides: tuple[int, ...] = (MAP_STRIDE, 2 * MAP_STRIDE, 4 * MAP_STRIDE)
     has_recheck: bool = False
     shrink_radius: int = 3
     shrink_window: str = "reference"
@@ -161,13 +176,12 @@ class EngineMeta:
     checkpoint_sha256: str = ""
     exporter_version: str = ""
     contract_version: int = CONTRACT_VERSION
-    tracker_defaults: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def map_hw(self) -> tuple[int, int]:
-        """(h, w) of the stride-8 maps."""
-        return self.input_hw[0] // 8, self.input_hw[1] // 8
+        """(h, w) of the maps (MAP_STRIDE)."""
+        return self.input_hw[0] // MAP_STRIDE, self.input_hw[1] // MAP_STRIDE
 
     def detector_inputs(self) -> dict[str, TensorSpec]:
         height, width = self.input_hw
@@ -211,6 +225,14 @@ class EngineMeta:
             TensorSpec(RECHECK_HEATMAP, "float32", (1, 1, h, w)),
         ]
         return {s.name: s for s in specs}
+
+    def engine_specs(self, engine: str) -> tuple[dict[str, TensorSpec], dict[str, TensorSpec]]:
+        """(inputs, outputs) of `engine` (DETECTOR or RECHECK); BadInput for another name."""
+        if engine == DETECTOR:
+            return self.detector_inputs(), self.detector_outputs()
+        if engine == RECHECK:
+            return self.recheck_inputs(), self.recheck_outputs()
+        raise BadInput(f"engine '{engine}' is not one of {', '.join(ENGINES)}")
 
     def axis_limits(self) -> dict[str, tuple[int, int]]:
         return {BATCH_AXIS: (1, self.max_batch), TRACKLET_AXIS: (1, self.max_tracklets)}

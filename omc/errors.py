@@ -17,6 +17,24 @@ class BadInput(OmcError):
     """An input file, frame, size or option is unusable."""
 
 
+class InvalidConfig(BadInput):
+    """A config dataclass (omc.config) refused one field's value.
+
+    The message reads '<Config>.<field> <problem>'; a front end that knows the field by another
+    name (a command-line flag, a key of a streams file) says `renamed(its name)` instead.
+    """
+
+    def __init__(self, config: str, field: str, problem: str) -> None:
+        super().__init__(f"{config}.{field} {problem}")
+        self.config = config
+        self.field = field
+        self.problem = problem
+
+    def renamed(self, name: str) -> BadInput:
+        """The same refusal with the field called `name` (e.g. '--conf-thres')."""
+        return BadInput(f"{name} {self.problem}")
+
+
 class CheckpointError(OmcError):
     """A checkpoint cannot be read safely or does not fit the architecture it describes."""
 

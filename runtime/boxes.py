@@ -18,6 +18,8 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from omc.contract import MAP_STRIDE
+
 FloatArray = npt.NDArray[np.floating]
 # Layout conversions return the dtype they are given.
 BoxArray = TypeVar("BoxArray", bound=npt.NDArray[np.floating])
@@ -81,15 +83,9 @@ def _intersection(a: FloatArray, b: FloatArray, offset: float) -> FloatArray:
     return w * h
 
 
-def box_area(boxes: FloatArray, *, plus_one: bool = False) -> FloatArray:
-    """[N] areas of [N, 4] corners; (w + 1)(h + 1) with `plus_one`."""
-    offset = 1.0 if plus_one else 0.0
-    return (boxes[:, 2] - boxes[:, 0] + offset) * (boxes[:, 3] - boxes[:, 1] + offset)
-
-
 def _iou_of_columns(a: FloatArray, b: FloatArray, offset: float) -> FloatArray:
     """IoU of broadcasting [4, ...] column sets (see `_intersection`): the one place the IoU is
-    written, so every-pair (`box_iou`) and chosen-pair (`paired_iou`) values agree bit for bit."""
+    written, so every-pair (`box_iou`, `box_diou`) and chosen-pair (`paired_diou`) values agree bit for bit."""
     inter = _intersection(a, b, offset)
     area_a = (a[2] - a[0] + offset) * (a[3] - a[1] + offset)
     area_b = (b[2] - b[0] + offset) * (b[3] - b[1] + offset)
@@ -108,16 +104,6 @@ def box_iou(a: FloatArray, b: FloatArray, *, plus_one: bool = False) -> FloatArr
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype)
     return _iou_of_columns(_columns(a, dtype)[:, :, None], _columns(b, dtype)[:, None, :], 1.0 if plus_one else 0.0)
-
-
-def paired_iou(a: FloatArray, b: FloatArray, *, plus_one: bool = False) -> FloatArray:
-    """IoU of each box a[k] with its partner b[k]: a, b [K, 4] corners, pixels.
-
-    Returns [K] in the dtype `box_iou` would use, equal bit for bit to its entries for those pairs
-    (same arithmetic), for callers that need a few pairs of a large set.
-    """
-    dtype = np.result_type(np.asarray(a).dtype, np.asarray(b).dtype, np.float32)
-    return _iou_of_columns(_columns(a, dtype), _columns(b, dtype), 1.0 if plus_one else 0.0)
 
 
 def _diou_of_columns(iou: FloatArray, ca: FloatArray, cb: FloatArray, exponent: float) -> FloatArray:
@@ -162,13 +148,16 @@ def paired_diou(a: FloatArray, b: FloatArray, *, exponent: float) -> FloatArray:
     return _diou_of_columns(_iou_of_columns(ca, cb, 0.0), ca, cb, exponent)
 
 
-def centre_cells(boxes: FloatArray, map_hw: tuple[int, int], stride: int = 8) -> npt.NDArray[np.int64]:
-    """(row, col) of each box's centre on a stride-`stride` map, clipped to the map.
+def centre_cells(boxes: FloatArray, map_hw: tuple[int, int], stride: int = MAP_STRIDE) -> npt.NDArray[np.int64]:
+    """Flat index row * w + col of each box's centre cell on a map of `stride` pixels per cell.
 
-    boxes: [N, 4] corners, network pixels.  map_hw: (h, w) of the map.
-    Returns [N, 2] int64: row = clip(floor((y1 + y2) / (2 stride)), 0, h - 1), col likewise with x.
+    boxes: [N, 4] corners, network pixels (float32 as the graphs compute it; the arithmetic stays
+    in the boxes' dtype).  map_hw: (h, w) of the map. Returns [N] int64 with col = clip(floor((x1
+    + x2) / (2 stride)), 0, w - 1) and row likewise with y and h (engine-contract.md, "Centre
+    cell"); `np.divmod(cells, w)` gives (rows, cols). [0] when N == 0.
     """
     boxes = np.asarray(boxes)
-    cells = np.floor((boxes[:, [1, 0]] + boxes[:, [3, 2]]) / (2 * stride))
-    upper = np.array(map_hw, dtype=cells.dtype) - 1
-    return np.clip(cells, 0, upper).astype(np.int64)
+    h, w = map_hw
+    col = np.clip(np.floor((boxes[:, 0] + boxes[:, 2]) / (2 * stride)), 0, w - 1).astype(np.int64)
+    row = np.clip(np.floor((boxes[:, 1] + boxes[:, 3]) / (2 * stride)), 0, h - 1).astype(np.int64)
+    return row * w + col

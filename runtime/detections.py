@@ -44,6 +44,10 @@ class FrameDetections:
     pixels.  scores: [D] float32 (obj * cls, or heat for re-check boxes).  embeddings: [D, E]
     float32, unit length.  restored: [D] bool, True for re-check boxes.  rows: [D] int64, the row
     in `det_*` (basic) or `trans_*` (restored) each came from.
+
+    `boxes` is the one copy of the frame boxes; `tlwh`, `xyxy` and `xyah` are float64 views of
+    it in the tracker's layouts, computed once on first use (the reference keeps (x1, y1, w, h)
+    per track, so `xyxy` is x1 + w, not `boxes` widened: the two differ by float32 rounding).
     """
 
     boxes_input: F32

@@ -26,10 +26,6 @@ from omc.runtime.backends.base import ArrayLike, batch_item
 
 F32 = npt.NDArray[np.float32]
 
-# Stage names of `BackendPair.last_timings_ms` (a subset of the tracker's stages).
-DETECTOR_STAGE = "detector"
-RECHECK_STAGE = "recheck"
-
 
 class InferenceBackend(Protocol):
     """What a pair needs of one engine runner: contract name -> array in and out."""
@@ -80,13 +76,14 @@ class BackendPair:
 
     detector: runs `images` [B, H, W, 3] (B up to the export's max_batch). recheck: None for a
     CSTrack-only pair. After each `run`, `last_timings_ms` holds the detector's and the
-    re-checks' wall time (ms, the re-checks summed over the batch's frames).
+    re-checks' wall time (ms, the re-checks summed over the batch's frames), keyed by engine name
+    (contract.DETECTOR, contract.RECHECK: two of the tracker's stages).
     """
 
     def __init__(self, detector: InferenceBackend, recheck: InferenceBackend | None) -> None:
         self.detector = detector
         self.recheck = recheck
-        self.last_timings_ms: dict[str, float] = {DETECTOR_STAGE: 0.0, RECHECK_STAGE: 0.0}
+        self.last_timings_ms: dict[str, float] = dict.fromkeys(contract.ENGINES, 0.0)
 
     def run(self, images: npt.NDArray[np.uint8], tracklets: Sequence[F32 | None]) -> list[NetworkOutputs]:
         if len(tracklets) != len(images):
@@ -104,7 +101,7 @@ class BackendPair:
                 # The next frame's re-check reuses a backend's host buffers (TensorRT's pinned ones).
                 rechecked = {name: np.array(v) if isinstance(v, np.ndarray) else v for name, v in rechecked.items()}
             results.append(NetworkOutputs(item, rechecked))
-        self.last_timings_ms = {DETECTOR_STAGE: detector_ms, RECHECK_STAGE: (time.perf_counter() - start) * 1e3}
+        self.last_timings_ms = {contract.DETECTOR: detector_ms, contract.RECHECK: (time.perf_counter() - start) * 1e3}
         return results
 
     @property

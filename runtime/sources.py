@@ -28,6 +28,7 @@ import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import Any
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -162,7 +163,30 @@ class FrameSource(ABC):
         return frame
 
 
-class VideoSource(FrameSource):
+class _CaptureSource(FrameSource):
+    """Frames read from an OpenCV VideoCapture (`self._capture`, set by the subclass) until it gives
+    none; `_ended` says what that means for the kind of source."""
+
+    _capture: Any
+
+    def _frames(self) -> Iterator[tuple[int, FrameBGR]]:
+        index = 0
+        while True:
+            ok, image = self._capture.read()
+            if not ok or image is None:
+                break
+            index += 1
+            yield index, self._normalise(image, f"frame {index}")
+        self._ended(index)
+
+    def _ended(self, frames: int) -> None:
+        """Called once the capture gives no more frames, after `frames` of them."""
+
+    def close(self) -> None:
+        self._capture.release()
+
+
+class VideoSource(_CaptureSource):
     """Frames of a video file decoded by OpenCV (FFmpeg).
 
     frame_rate: the container's CAP_PROP_FPS, or DEFAULT_FRAME_RATE (logged) when it is 0 or not
@@ -185,21 +209,11 @@ class VideoSource(FrameSource):
         super().__init__(path, path.stem, fps, count if count > 0 else None, (path,))
         self._capture = capture
 
-    def _frames(self) -> Iterator[tuple[int, FrameBGR]]:
-        index = 0
-        while True:
-            ok, image = self._capture.read()
-            if not ok or image is None:
-                break
-            index += 1
-            yield index, self._normalise(image, f"frame {index}")
-        if index == 0:
+    def _ended(self, frames: int) -> None:
+        if frames == 0:
             raise BadInput(f"video {self.path} has no readable frame (empty or damaged)")
-        if self.frame_count is not None and index < self.frame_count:
-            log.warning("%s ended after %d of the %d frames its header states", self.path, index, self.frame_count)
-
-    def close(self) -> None:
-        self._capture.release()
+        if self.frame_count is not None and frames < self.frame_count:
+            log.warning("%s ended after %d of the %d frames its header states", self.path, frames, self.frame_count)
 
 
 @contextmanager
@@ -359,7 +373,7 @@ def open_source(spec: str | Path | int, open_timeout_s: float = 10.0, read_timeo
     return VideoSource(path)
 
 
-class LiveSource(FrameSource):
+class LiveSource(_CaptureSource):
     """A live stream (`rtsp://`, `rtmp://`, `http(s)://`) or a local camera (an index), read by OpenCV.
 
     Opening waits at most open_timeout_s, each frame at most read_timeout_s; either failing raises
@@ -393,18 +407,8 @@ class LiveSource(FrameSource):
         super().__init__(shown, live_source_name(location), fps, None)
         self._capture = capture
 
-    def _frames(self) -> Iterator[tuple[int, FrameBGR]]:
-        index = 0
-        while True:
-            ok, image = self._capture.read()
-            if not ok or image is None:
-                log.info("%s: no frame (stream ended, stalled or dropped)", self.path)
-                return
-            index += 1
-            yield index, self._normalise(image, f"frame {index}")
-
-    def close(self) -> None:
-        self._capture.release()
+    def _ended(self, frames: int) -> None:
+        log.info("%s: no frame (stream ended, stalled or dropped)", self.path)
 
 
 def redact_url(url: str) -> str:

@@ -38,7 +38,8 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from omc.config import TrackerConfig
+from omc.config import SERVED_BACKENDS, TrackerConfig
+from omc import contract
 from omc.contract import EngineMeta
 from omc.errors import BadInput, OmcError
 from omc.runtime.assign import cosine_distance, gate_and_fuse_motion, iou_distance, linear_assignment
@@ -53,7 +54,7 @@ IndexArray = npt.NDArray[np.int64]
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("letterbox", "detector", "recheck", "nms_fusion", "association")
+STAGES = ("letterbox", contract.DETECTOR, contract.RECHECK, "nms_fusion", "association")
 TRACKED = TrackState.TRACKED.value
 
 
@@ -141,9 +142,9 @@ class Tracker:
         Runtime's execution providers), "cuda:N" (TensorRT's GPU). options: passed to the
         backend (e.g. intra_op_threads). `close()` releases the engines.
         """
-        from omc.runtime.backends import PAIR_BACKENDS, open_engine_pair, open_engines
+        from omc.runtime.backends import open_engine_pair, open_engines
 
-        if backend in PAIR_BACKENDS:
+        if backend in SERVED_BACKENDS:
             options.setdefault("score_floors", (config.conf_thres, config.recheck_score_thres))
             pair, pair_meta = open_engine_pair(engine_dir, backend=backend, device=device, **options)
             tracker = cls.with_engines(pair, pair_meta, config, frame_rate)
@@ -246,7 +247,7 @@ class Tracker:
         outputs = self.engines.run(images, [self.recheck_tracklets()])[0]
         timings = getattr(self.engines, "last_timings_ms", {})
         tracks = self.update_from_network(outputs, transform)
-        for stage in ("detector", "recheck"):
+        for stage in contract.ENGINES:  # the engines' timings are two of the tracker's stages
             self._record(stage, timings.get(stage, 0.0))
         return tracks
 
@@ -316,7 +317,7 @@ class Tracker:
             recheck_outputs = self.engines.recheck_frame(detector_outputs, tracklets)
         recheck_ms = (time.perf_counter() - start) * 1e3
         tracks = self.update_from_network(NetworkOutputs(detector_outputs, recheck_outputs), transform)
-        self._record("recheck", recheck_ms)
+        self._record(contract.RECHECK, recheck_ms)
         return tracks
 
     def update_from_detections(self, detections: FrameDetections) -> list[Track]:

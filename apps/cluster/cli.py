@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from omc.config import ID_LABELS
+from omc.config import AUTO_DEVICE, DEVICES, ID_LABELS, LOCAL_BACKENDS
 from omc.errors import BadInput
 
 if TYPE_CHECKING:
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("ort", "trt")
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,8 +61,8 @@ def _register_run(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--address", default=None, metavar="HOST:PORT", help="join this Ray cluster (ray start --head prints it; 'auto': the one started on this machine) instead of starting a local Ray")
     parser.add_argument("--name", default=None, metavar="RUN", help="run name: names the workers and the status table (default: the streams file's name)")
     parser.add_argument("--id-labels", choices=ID_LABELS, default="int", help="ids in the JSON records: int or stream ('door:3') (default: int)")
-    parser.add_argument("--backend", choices=BACKENDS, default="ort", help="inference backend of every worker (default: ort)")
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="device of every worker (default: auto)")
+    parser.add_argument("--backend", choices=LOCAL_BACKENDS, default="ort", help="inference backend of every worker (default: ort)")
+    parser.add_argument("--device", choices=DEVICES, default=AUTO_DEVICE, help="device of every worker (default: auto)")
     parser.set_defaults(func=run_cluster)
 
 

@@ -252,9 +252,6 @@ class ClusterRun:
         """The Ray actor of a worker (tests kill it with ray.kill)."""
         return self._workers[name].handle
 
-    def worker_of(self, stream: str) -> str | None:
-        return self._streams[stream].worker
-
     def frames_written(self, stream: str) -> int:
         return self._streams[stream].frames
 

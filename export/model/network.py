@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Sequence, cast
 import torch
 from torch import Tensor, nn
 
+from omc.contract import EngineMeta
 from omc.errors import BadInput
 from omc.export.model.architecture import Architecture, LayerPlan, head_layer, level_strides, plan_layers
 from omc.export.model.blocks import C3, SPP, Bottleneck, Concat, Conv, Focus
@@ -188,6 +189,19 @@ class OMCNetwork(nn.Module):
         """(h, w) of the stride-8 maps for `input_hw`."""
         stride = self.model.level_strides[0]
         return self.input_hw[0] // stride, self.input_hw[1] // stride
+
+    def engine_meta(self, **fields: Any) -> EngineMeta:
+        """The export.json of an export of this network: its own facts (input size, embedding
+        size, re-check channels, level strides, shrink radius, Global_Point, variant) with
+        `fields` (EngineMeta's other fields, or overrides of these) on top."""
+        arch = self.architecture
+        facts: dict[str, Any] = {
+            "input_hw": tuple(self.input_hw), "embedding_dim": arch.embedding_dim,
+            "recheck_channels": arch.recheck_channels, "strides": tuple(self.model.level_strides),
+            "has_recheck": arch.has_recheck, "shrink_radius": arch.shrink_radius,
+            "global_point": bool(arch.global_point), "variant": arch.variant,
+        }  # fmt: skip
+        return EngineMeta(**{**facts, **fields})
 
     def _register_map_constants(self) -> None:
         h, w = self.map_hw

@@ -188,7 +188,7 @@ def _engine_file(engine_dir: Path, meta: EngineMeta, engine: str, platform: str)
     if platform == "tensorrt_plan":
         from omc.runtime.backends.engine_header import EDITION_TENSORRT, check_header, read_header
 
-        path = engine_dir / (contract.DETECTOR_PLAN if engine == "detector" else contract.RECHECK_PLAN)
+        path = engine_dir / contract.PLAN_FILES[engine]
         header = read_header(path, EDITION_TENSORRT)
         if header.edition != EDITION_TENSORRT:
             raise EngineMismatch(
@@ -198,7 +198,7 @@ def _engine_file(engine_dir: Path, meta: EngineMeta, engine: str, platform: str)
         # Edition, export content and the plan's SHA-256; the version is the container's concern (README).
         check_header(header, path, path.read_bytes(), meta, EDITION_TENSORRT, header.tensorrt_version, None)
         return path
-    path = engine_dir / (contract.DETECTOR_ONNX if engine == "detector" else contract.RECHECK_ONNX)
+    path = engine_dir / contract.ONNX_FILES[engine]
     if not path.is_file():
         raise BadInput(f"{path} not found; --engines must be the output folder of omc export (or omc build for tensorrt_plan)")
     return path
@@ -218,9 +218,8 @@ def write_repository(engine_dir: str | Path, repository: str | Path, config: Tri
     meta = EngineMeta.load(engine_dir)
     names = ModelNames.of(config.model_name)
     platform = config.platform
-    files = {"detector": _engine_file(engine_dir, meta, "detector", platform)}
-    if meta.has_recheck:
-        files["recheck"] = _engine_file(engine_dir, meta, "recheck", platform)
+    engines = contract.ENGINES if meta.has_recheck else (contract.DETECTOR,)
+    files = {engine: _engine_file(engine_dir, meta, engine, platform) for engine in engines}
     targets = [repository / names.frame, repository / names.detector] + ([repository / names.recheck] if meta.has_recheck else [])
     existing = [path for path in targets if path.exists()]
     if existing and not overwrite:
@@ -233,9 +232,9 @@ def write_repository(engine_dir: str | Path, repository: str | Path, config: Tri
     repository.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{repository.name}-", dir=repository.parent))
     try:
-        _write_model(staging / names.detector, detector_config(meta, config), files["detector"], platform)
+        _write_model(staging / names.detector, detector_config(meta, config), files[contract.DETECTOR], platform)
         if meta.has_recheck:
-            _write_model(staging / names.recheck, recheck_config(meta, config), files["recheck"], platform)
+            _write_model(staging / names.recheck, recheck_config(meta, config), files[contract.RECHECK], platform)
         frame = staging / names.frame
         (frame / VERSION).mkdir(parents=True)
         (frame / "config.pbtxt").write_text(frame_config(meta, config))

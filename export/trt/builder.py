@@ -36,10 +36,10 @@ import numpy as np
 
 from omc import __version__, contract
 from omc.config import RTX_PORTABLE_TARGETS, TensorRTBuildConfig
-from omc.contract import EngineMeta, TensorSpec
+from omc.contract import DETECTOR, RECHECK, EngineMeta, TensorSpec
 from omc.errors import BadInput, OmcError
 from omc.files import replacing
-from omc.runtime.backends.binding_plan import DETECTOR, RECHECK, ProfileShape, profile_shapes
+from omc.runtime.backends.binding_plan import ProfileShape, profile_shapes
 from omc.runtime.backends.cuda_memory import device_compute_capability
 from omc.runtime.backends.engine_header import (
     EDITION_RTX,
@@ -56,10 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLAN_NAMES = {DETECTOR: contract.DETECTOR_PLAN, RECHECK: contract.RECHECK_PLAN}
-ONNX_NAMES = {DETECTOR: contract.DETECTOR_ONNX, RECHECK: contract.RECHECK_ONNX}
-# ONNX operators of explicit (Q/DQ) quantisation.
-QUANTIZE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 TURING_TARGET = "SM75"
 
 
@@ -128,7 +124,7 @@ def graph_has_quantization(onnx_path: Path) -> bool | None:
     except DecodeError as exc:
         # TensorRT for RTX's parser accepts some such files as empty graphs: say it here.
         raise BadInput(f"{onnx_path} is not an ONNX model ({exc}); export it again (omc export)") from None
-    return any(node.op_type in QUANTIZE_OPS for node in model.graph.node)
+    return any(node.op_type in contract.QDQ_OPS for node in model.graph.node)
 
 
 def check_buildable(meta: EngineMeta, quantized: bool, edition: str, gpu_targets: tuple[str, ...]) -> None:
@@ -298,7 +294,7 @@ def build_engines(
         raise BadInput(f"ONNX folder {onnx_dir} not found; export the model first (omc export --out {onnx_dir})")
     meta = EngineMeta.load(onnx_dir)
     engines = [DETECTOR, RECHECK] if meta.has_recheck else [DETECTOR]
-    onnx_paths = {engine: onnx_dir / ONNX_NAMES[engine] for engine in engines}
+    onnx_paths = {engine: onnx_dir / contract.ONNX_FILES[engine] for engine in engines}
     for path in onnx_paths.values():
         if not path.is_file():
             raise BadInput(f"{path} not found; export the model first (omc export --out {onnx_dir})")
@@ -325,7 +321,7 @@ def build_engines(
             shutil.copyfile(onnx_dir / contract.EXPORT_JSON, temporary)
     built = []
     for engine, (plan, seconds) in plans.items():
-        plan_path = out_dir / PLAN_NAMES[engine]
+        plan_path = out_dir / contract.PLAN_FILES[engine]
         _write_atomically(plan_path, plan)
         profiles = profile_shapes(meta, engine, config.opt_batch, config.opt_tracklets)
         header = EngineHeader(

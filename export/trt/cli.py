@@ -6,13 +6,16 @@ import argparse
 import logging
 from pathlib import Path
 
-from omc.config import RTX_GPU_TARGETS, RTX_PORTABLE_TARGETS, TRT_EDITIONS, TensorRTBuildConfig
+from omc.config import TensorRTBuildConfig
+from omc.flags import ConfigFlags
 
 log = logging.getLogger(__name__)
 
+# The profile's optimum shapes keep their defaults (the TensorRT backend's live-tracking case).
+BUILD_FLAGS = ConfigFlags(TensorRTBuildConfig, only=("edition", "gpu_targets"), names={"gpu_targets": "--gpu-target"})
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    defaults = TensorRTBuildConfig()
     parser = subparsers.add_parser(
         "build",
         help="build TensorRT engines (detector.plan, recheck.plan) from an ONNX export",
@@ -22,20 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--onnx", type=Path, required=True, metavar="DIR", help="folder with export.json and the ONNX files")
-    parser.add_argument(
-        "--edition",
-        choices=TRT_EDITIONS,
-        default=defaults.edition,
-        help="TensorRT edition: full TensorRT when importable, else TensorRT for RTX (auto); or name one",
-    )
-    parser.add_argument(
-        "--gpu-target",
-        action="append",
-        default=[],
-        metavar="SM..",
-        help=f"TensorRT for RTX target, repeatable or comma-separated: {', '.join(RTX_GPU_TARGETS)} "
-        f"(default: a portable build, for {', '.join(RTX_PORTABLE_TARGETS)} and later RTX GPUs)",
-    )
+    BUILD_FLAGS.add_to(parser)
     parser.add_argument(
         "--timing-cache", type=Path, metavar="FILE", help="timing cache to read and update (full TensorRT only)"
     )
@@ -46,8 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_build(args: argparse.Namespace) -> int:
     from omc.export.trt.builder import build_engines
 
-    targets = tuple(part.strip() for item in args.gpu_target for part in item.split(",") if part.strip())
-    config = TensorRTBuildConfig(edition=args.edition, gpu_targets=targets)
+    config = BUILD_FLAGS.config(args)
     out_dir = args.out if args.out is not None else args.onnx
     _declare_files(args.onnx, out_dir, args.timing_cache)
     built = build_engines(args.onnx, out_dir, config, timing_cache=args.timing_cache)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omc import contract
+from omc.config import AUTO_DEVICE, LOCAL_BACKENDS, SERVED_BACKENDS
 from omc.contract import EngineMeta
 from omc.errors import BadInput, OmcError
 from omc.runtime.backends.base import Backend, batch_item
@@ -21,11 +22,7 @@ from omc.runtime.backends.base import Backend, batch_item
 if TYPE_CHECKING:
     from omc.runtime.engines import EnginePair
 
-# Backends of open_engines (one runner per engine); open_engine_pair also takes PAIR_BACKENDS.
-BACKENDS = ("ort", "trt")
-PAIR_BACKENDS = ("triton",)
-# The device "auto" means: ONNX Runtime on the CPU, TensorRT on the first CUDA GPU.
-AUTO_DEVICE = "auto"
+# What the device "auto" means for each backend of open_engines (omc.config.LOCAL_BACKENDS).
 DEFAULT_DEVICES = {"ort": "cpu", "trt": "cuda"}
 
 
@@ -35,7 +32,7 @@ Pair = tuple[Backend, Backend | None]  # (detector, recheck or None)
 def _open_onnxruntime(engine_dir: Path, meta: EngineMeta, device: str, options: dict[str, Any]) -> Pair:
     from omc.runtime.backends.onnxrt import OnnxRuntimeBackend
 
-    detector = OnnxRuntimeBackend(engine_dir / contract.DETECTOR_ONNX, meta, "detector", device, **options)
+    detector = OnnxRuntimeBackend(engine_dir / contract.DETECTOR_ONNX, meta, contract.DETECTOR, device, **options)
     recheck = None
     if meta.has_recheck:
         recheck_path = engine_dir / contract.RECHECK_ONNX
@@ -44,7 +41,7 @@ def _open_onnxruntime(engine_dir: Path, meta: EngineMeta, device: str, options: 
                 f"{recheck_path} not found although {engine_dir / contract.EXPORT_JSON} records a re-check engine; "
                 "re-export with omc export"
             )
-        recheck = OnnxRuntimeBackend(recheck_path, meta, "recheck", device, **options)
+        recheck = OnnxRuntimeBackend(recheck_path, meta, contract.RECHECK, device, **options)
     return detector, recheck
 
 
@@ -76,10 +73,10 @@ def open_engines(
     Returns (detector, recheck or None for an export without the re-check network, meta).
     Deactivate both when done (or use each as a context manager).
     """
-    if backend in PAIR_BACKENDS:
+    if backend in SERVED_BACKENDS:
         raise BadInput(f"backend '{backend}' runs both engines in one request: open it with open_engine_pair")
-    if backend not in BACKENDS:
-        raise BadInput(f"backend '{backend}' is not one of {', '.join(BACKENDS)}")
+    if backend not in LOCAL_BACKENDS:
+        raise BadInput(f"backend '{backend}' is not one of {', '.join(LOCAL_BACKENDS)}")
     if device == AUTO_DEVICE:
         device = DEFAULT_DEVICES[backend]
     engine_dir = Path(engine_dir)
@@ -139,4 +136,4 @@ def _open_triton(engine_dir: str | Path | None, device: str, options: dict[str, 
     return TritonEnginePair.open_pair(config, expected, score_floors)
 
 
-__all__ = ["AUTO_DEVICE", "BACKENDS", "PAIR_BACKENDS", "Backend", "DEFAULT_DEVICES", "batch_item", "open_engine_pair", "open_engines"]
+__all__ = ["Backend", "DEFAULT_DEVICES", "batch_item", "open_engine_pair", "open_engines"]

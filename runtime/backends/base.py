@@ -44,6 +44,22 @@ class DeviceTensor(Protocol):
 ArrayLike = np.ndarray | DeviceTensor
 
 
+class FixedShape:
+    """The shape and dtype of a DeviceTensor implementation, set once at construction."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: str | np.dtype) -> None:
+        self._shape = tuple(int(size) for size in shape)
+        self._dtype = np.dtype(dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+
 def batch_item(value: ArrayLike, index: int) -> ArrayLike:
     """Batch item `index` of an engine output [B, ...] as [1, ...], without copying where the
     backend allows it.

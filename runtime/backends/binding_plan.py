@@ -26,12 +26,8 @@ from enum import Enum
 import numpy as np
 
 from omc import contract
-from omc.contract import EngineMeta, TensorSpec
+from omc.contract import RECHECK, EngineMeta, TensorSpec
 from omc.errors import BadInput
-
-DETECTOR = "detector"
-RECHECK = "recheck"
-ENGINES = (DETECTOR, RECHECK)
 
 # Outputs small enough to copy to the host every call (det_*, trans_*); everything else is a map.
 COMPACT_OUTPUTS: tuple[str, ...] = (
@@ -91,13 +87,9 @@ class Binding:
 
 
 def _specs(meta: EngineMeta, engine: str) -> tuple[dict[str, TensorSpec], dict[str, TensorSpec]]:
-    if engine == DETECTOR:
-        return meta.detector_inputs(), meta.detector_outputs()
-    if engine == RECHECK:
-        if not meta.has_recheck:
-            raise BadInput("this export has no re-check network, so it has no recheck engine")
-        return meta.recheck_inputs(), meta.recheck_outputs()
-    raise BadInput(f"engine '{engine}' is not one of {', '.join(ENGINES)}")
+    if engine == RECHECK and not meta.has_recheck:
+        raise BadInput("this export has no re-check network, so it has no recheck engine")
+    return meta.engine_specs(engine)
 
 
 def _concrete(spec: TensorSpec, sizes: dict[str, int]) -> tuple[int, ...]:

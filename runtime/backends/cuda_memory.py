@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from omc.errors import MissingDependency, OmcError
+from omc.runtime.backends.base import FixedShape
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ class PinnedBuffer:
             self.ptr = 0
 
 
-class DeviceArray:
+class DeviceArray(FixedShape):
     """A DeviceTensor (runtime/backends/base.py): an engine output left in a device buffer.
 
     buffer: the device buffer it lives in.  shape / dtype: of the array.  offset: bytes from the
@@ -290,23 +291,14 @@ class DeviceArray:
     """
 
     def __init__(self, buffer: DeviceBuffer, shape: tuple[int, ...], dtype: str | np.dtype, offset: int = 0) -> None:
+        super().__init__(shape, dtype)
         self.buffer = buffer
         self.session = buffer.session
-        self._shape = tuple(int(size) for size in shape)
-        self._dtype = np.dtype(dtype)
         self.offset = int(offset)
         if self.offset < 0 or self.offset + self.nbytes > buffer.nbytes:
             raise OmcError(
                 f"a {self.nbytes}-byte array at offset {self.offset} does not fit its {buffer.nbytes}-byte device buffer"
             )
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self._shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._dtype
 
     @property
     def ptr(self) -> int:

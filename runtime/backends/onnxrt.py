@@ -25,18 +25,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from omc import contract
+from omc.config import ORT_DEVICE_PROVIDERS
 from omc.contract import EngineMeta, TensorSpec
 from omc.errors import BadInput, EngineMismatch, OmcError, raised_by_interrupt
-from omc.runtime.backends.base import ArrayLike, Backend
+from omc.runtime.backends.base import ArrayLike, Backend, FixedShape
 
 logger = logging.getLogger(__name__)
 
-# Execution providers per device, in ONNX Runtime's order of preference.
-DEVICE_PROVIDERS: dict[str, tuple[str, ...]] = {
-    "cpu": ("CPUExecutionProvider",),
-    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
-    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
-}
 # ONNX Runtime's type strings of the contract's dtypes.
 _ORT_TYPES = {
     "tensor(float)": "float32",
@@ -48,7 +43,7 @@ _ORT_TYPES = {
 _ORT_LOG_SEVERITY_ERROR = 3
 
 
-class OrtTensor:
+class OrtTensor(FixedShape):
     """A DeviceTensor over an onnxruntime.OrtValue; `np.asarray(t)` copies it to the host.
 
     ortvalue: the wrapped value (feed it to another session's I/O binding as it is).
@@ -57,22 +52,13 @@ class OrtTensor:
     """
 
     def __init__(self, ortvalue: Any, item: int | None = None) -> None:
-        self.ortvalue = ortvalue
         full = tuple(int(d) for d in ortvalue.shape())
-        self._dtype = np.dtype(_ORT_TYPES.get(ortvalue.data_type(), "float32"))
         if item is not None and not 0 <= item < full[0]:
             raise IndexError(f"batch item {item} of a tensor with batch {full[0]}")
+        super().__init__(full if item is None else (1, *full[1:]), _ORT_TYPES.get(ortvalue.data_type(), "float32"))
+        self.ortvalue = ortvalue
         self.item = item
-        self._shape = full if item is None else (1, *full[1:])
         self._item_nbytes = int(np.prod(full[1:], dtype=np.int64)) * self._dtype.itemsize
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self._shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._dtype
 
     @property
     def device(self) -> str:
@@ -190,8 +176,6 @@ class OnnxRuntimeBackend(Backend):
     to measure the quantization's own drift, which does not depend on the CPU's instruction set).
     """
 
-    ENGINES = ("detector", "recheck")
-
     def __init__(
         self,
         path: str | Path,
@@ -205,18 +189,14 @@ class OnnxRuntimeBackend(Backend):
         allow_spinning: bool = False,
         optimize_graph: bool = True,
     ) -> None:
-        if engine not in self.ENGINES:
-            raise BadInput(f"engine '{engine}' is not one of {', '.join(self.ENGINES)}")
-        if device not in DEVICE_PROVIDERS:
-            raise BadInput(f"ONNX Runtime device '{device}' is not one of {', '.join(DEVICE_PROVIDERS)}")
+        inputs, outputs = meta.engine_specs(engine)
+        if device not in ORT_DEVICE_PROVIDERS:
+            raise BadInput(f"ONNX Runtime device '{device}' is not one of {', '.join(ORT_DEVICE_PROVIDERS)}")
         if intra_op_threads < 0:
             raise BadInput(f"intra_op_threads must be 0 (default) or more, got {intra_op_threads}")
-        if engine == "detector":
-            inputs, outputs = meta.detector_inputs(), meta.detector_outputs()
+        default_device_outputs: tuple[str, ...] = ()
+        if engine == contract.DETECTOR:
             default_device_outputs = tuple(n for n in contract.RECHECK_FEEDS_FROM_DETECTOR if n in outputs)
-        else:
-            inputs, outputs = meta.recheck_inputs(), meta.recheck_outputs()
-            default_device_outputs = ()
         super().__init__(engine, inputs, outputs, meta.axis_limits())
         self.path = Path(path)
         self.meta = meta
@@ -239,7 +219,7 @@ class OnnxRuntimeBackend(Backend):
         if not self.path.is_file():
             raise BadInput(f"{self.path} not found; export the engines first (omc export)")
         ort = _import_onnxruntime()
-        providers = DEVICE_PROVIDERS[self.device]
+        providers = ORT_DEVICE_PROVIDERS[self.device]
         available = ort.get_available_providers()
         if providers[0] not in available:
             raise OmcError(

@@ -36,7 +36,7 @@ from omc import contract
 from omc.config import TritonClientConfig
 from omc.contract import EngineMeta, TensorSpec
 from omc.errors import BadInput, EngineMismatch, EngineUnavailable, MissingDependency, OmcError
-from omc.runtime.engines import DETECTOR_STAGE, RECHECK_STAGE, NetworkOutputs
+from omc.runtime.engines import NetworkOutputs
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class TritonEnginePair:
         self.score_floors = None if score_floors is None else np.array(score_floors, np.float32)
         self.meta: EngineMeta | None = None
         self.uses_shared_memory = False
-        self.last_timings_ms: dict[str, float] = {DETECTOR_STAGE: 0.0, RECHECK_STAGE: 0.0}
+        self.last_timings_ms: dict[str, float] = dict.fromkeys(contract.ENGINES, 0.0)
         self._grpc: Any = None
         self._shm: Any = None
         self._client: Any = None
@@ -371,7 +371,7 @@ class TritonEnginePair:
             for slot in slots:
                 if slot is not None and settled:
                     self._give_slot(slot)
-        self.last_timings_ms = {DETECTOR_STAGE: (time.perf_counter() - start) * 1e3, RECHECK_STAGE: 0.0}
+        self.last_timings_ms = {contract.DETECTOR: (time.perf_counter() - start) * 1e3, contract.RECHECK: 0.0}
         return frames
 
     def _check_feeds(self, images: npt.NDArray[np.uint8], tracklets: Sequence[F32 | None]) -> None:

@@ -56,11 +56,11 @@ import numpy as np
 
 from omc import contract
 from omc.config import RTX_GPU_TARGETS, TensorRTRuntimeConfig
-from omc.contract import EngineMeta
+from omc.contract import DETECTOR, RECHECK, EngineMeta
 from omc.errors import BadInput, EngineMismatch, MissingDependency, OmcError
 from omc.files import replacing
 from omc.runtime.backends.base import ArrayLike, Backend
-from omc.runtime.backends.binding_plan import DETECTOR, ENGINES, RECHECK, Binding, Transfer, plan_bindings
+from omc.runtime.backends.binding_plan import Binding, Transfer, plan_bindings
 from omc.runtime.backends.cuda_memory import (
     DEVICE_ALIGNMENT_BYTES,
     CudaGraph,
@@ -282,12 +282,7 @@ class TensorRTBackend(Backend):
         cuda_graph: bool = False,
         runtime_config: TensorRTRuntimeConfig = TensorRTRuntimeConfig(),
     ) -> None:
-        if engine not in ENGINES:
-            raise BadInput(f"engine '{engine}' is not one of {', '.join(ENGINES)}")
-        if engine == DETECTOR:
-            inputs, outputs = meta.detector_inputs(), meta.detector_outputs()
-        else:
-            inputs, outputs = meta.recheck_inputs(), meta.recheck_outputs()
+        inputs, outputs = meta.engine_specs(engine)
         super().__init__(f"trt:{engine}", inputs, outputs, meta.axis_limits())
         if edition != AUTO_EDITION and edition not in EDITION_MODULES:
             raise BadInput(f"TensorRT edition '{edition}' is not one of {AUTO_EDITION}, {', '.join(EDITION_MODULES)}")
@@ -318,8 +313,8 @@ class TensorRTBackend(Backend):
         activate(); missing plans are refused here with the command that builds them.
         """
         engine_dir = Path(engine_dir)
-        names = [contract.DETECTOR_PLAN] + ([contract.RECHECK_PLAN] if meta.has_recheck else [])
-        for name in names:
+        engines = [DETECTOR, RECHECK] if meta.has_recheck else [DETECTOR]
+        for name in (contract.PLAN_FILES[engine] for engine in engines):
             if not (engine_dir / name).is_file():
                 raise BadInput(
                     f"{engine_dir / name} not found; build the engines: {rebuild_command(engine_dir / name, edition)}"

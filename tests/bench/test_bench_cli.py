@@ -174,7 +174,7 @@ def test_readme_without_markers_is_a_user_error(tmp_path: Path, toy_run: dict[st
         (["--backend", "ort,cuda"], "--backend cuda is not one of torch, torch-cuda, torch-cuda-graph, ort, ort-int8, trt"),
         (["--batch", "1,8"], "--batch 8 exceeds the export's max batch 4"),
         (["--tracklets", "0,100"], "--tracklets 100 exceeds the export's max of 64 tracklets"),
-        (["--frames", "0"], "BenchConfig.frames must be at least 1"),
+        (["--frames", "0"], "--frames must be at least 1"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path: Path, extra: list[str], message: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from omc.benchmarks.clip import generated_clip  # noqa: E402
-from omc.benchmarks.reference_path import (  # noqa: E402
+from omc.benchmarks.torch_baseline import (  # noqa: E402
     TorchReferencePath,
     TorchReferenceTracker,
     cluster_diou_nms_torch,

@@ -193,7 +193,7 @@ def test_missing_or_int8_engines_are_refused(tmp_path: Path, toy_engines: Path) 
     (int8 / "export.json").write_text(replace(meta, precision="int8").to_json())
     with pytest.raises(BadInput, match="INT8 engines"):
         build_calibration_set([source], 4, int8, tmp_path / "c.npz", CONFIG)
-    with pytest.raises(BadInput, match="--frames must be at least 1"):
+    with pytest.raises(BadInput, match="CalibConfig.frames must be at least 1"):
         build_calibration_set([source], 0, toy_engines, tmp_path / "c.npz", CONFIG)
     with pytest.raises(BadInput, match="does not exist"):
         build_calibration_set([tmp_path / "missing.mp4"], 4, toy_engines, tmp_path / "c.npz", CONFIG)

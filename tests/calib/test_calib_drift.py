@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from omc import contract
-from omc.calib.drift import INT8_DRIFT, DriftReport, centre_cells, detector_drift, recheck_drift
+from omc.calib.drift import INT8_DRIFT, DriftReport, detector_drift, recheck_drift
+from omc.runtime.boxes import centre_cells
 from omc.export.judge import pair_by_iou
 
 H, W = 4, 6  # map cells

@@ -59,7 +59,7 @@ def test_unreadable_checkpoint_is_one_line_and_leaves_nothing(tmp_path: Path) ->
 def test_size_not_a_multiple_of_32_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "engines"
     line = one_error_line(omc("export", "--random-weights", "--img-size", "600x600", "--out", str(out)))
-    assert line == "error: image size 600x600 must be positive multiples of 32 (e.g. 1088x608)"
+    assert line == "error: --img-size must be positive multiples of 32 (e.g. 1088x608), got 600x600"
     assert not out.exists()
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -213,7 +213,7 @@ def test_size_change_mid_stream_keeps_earlier_frames(tmp_path: Path, scripted: t
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--conf-thres", "1.5"], "TrackerConfig.conf_thres must lie in [0, 1], got 1.5"),
+        (["--conf-thres", "1.5"], "--conf-thres must lie in [0, 1], got 1.5"),
         (["--frame-rate", "0"], "--frame-rate must be a positive number of frames per second, got 0.0"),
         (["--frame-rate", "inf"], "--frame-rate must be a positive number of frames per second, got inf"),
         (["--frame-rate", "nan"], "--frame-rate must be a positive number of frames per second, got nan"),

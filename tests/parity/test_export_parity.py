@@ -18,7 +18,7 @@ from small_export import fixture_checkpoint, fixture_export, small_checkpoint, s
 from omc import contract
 from omc.contract import EngineMeta
 from omc.export.judge import BOUNDS, pair_rows
-from omc.export.reference_path import candidate_corners, reference_detector, reference_heatmap
+from omc.export.verify_reference import candidate_corners, reference_detector, reference_heatmap
 from omc.export.verify import VerifyReport, verify_export
 from omc.export.verify_inputs import build_tracklets, generated_frames
 

@@ -12,12 +12,10 @@ import pytest
 from toy_engines import TOY_META
 
 from omc import contract
-from omc.contract import EngineMeta
+from omc.contract import DETECTOR, RECHECK, EngineMeta
 from omc.errors import BadInput
 from omc.runtime.backends.binding_plan import (
     COMPACT_OUTPUTS,
-    DETECTOR,
-    RECHECK,
     ProfileShape,
     Transfer,
     plan_bindings,

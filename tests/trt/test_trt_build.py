@@ -18,7 +18,7 @@ from trt_exports import copy_engines
 
 from omc import contract
 from omc.config import TensorRTBuildConfig
-from omc.contract import EngineMeta
+from omc.contract import DETECTOR, RECHECK, EngineMeta
 from omc.errors import BadInput, OmcError
 from omc.export.trt.builder import (
     NetworkTensor,
@@ -32,7 +32,7 @@ from omc.export.trt.builder import (
     make_profile,
     parse_onnx,
 )
-from omc.runtime.backends.binding_plan import DETECTOR, RECHECK, profile_shapes
+from omc.runtime.backends.binding_plan import profile_shapes
 from omc.runtime.backends.engine_header import read_header
 from omc.runtime.backends.trt import load_tensorrt
 
@@ -194,7 +194,7 @@ def test_check_buildable_refusals() -> None:
 def test_build_config_refuses_unknown_targets_and_editions() -> None:
     with pytest.raises(BadInput, match="SM90 is not one of SM75, SM80, SM86, SM89, SM120, SM121"):
         TensorRTBuildConfig(gpu_targets=("SM90",))
-    with pytest.raises(BadInput, match="--edition must be one of auto, tensorrt, rtx"):
+    with pytest.raises(BadInput, match="TensorRTBuildConfig.edition must be one of auto, tensorrt, rtx"):
         TensorRTBuildConfig(edition="tensorrt-rtx")
-    with pytest.raises(BadInput, match="lists a target twice"):
+    with pytest.raises(BadInput, match="lists SM86 twice"):
         TensorRTBuildConfig(gpu_targets=("SM86", "SM86"))

@@ -124,5 +124,6 @@ def test_centre_cells_clip_both_ends():
         ],
         np.float32,
     )
-    cells = centre_cells(boxes, (76, 136))
-    np.testing.assert_array_equal(cells, [[1, 1], [0, 0], [75, 131], [75, 135]])
+    cells = centre_cells(boxes, (76, 136))  # flat: row * 136 + col
+    np.testing.assert_array_equal(np.divmod(cells, 136), [[1, 0, 75, 75], [1, 0, 131, 135]])
+    assert centre_cells(boxes[:0], (76, 136)).shape == (0,)

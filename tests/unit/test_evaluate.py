@@ -11,7 +11,7 @@ import pytest
 
 from omc.config import EvalConfig
 from omc.errors import BadInput, MissingDependency
-from omc.apps.evaluate import evaluate, find_sequence_pairs, iou_distance, iou_tlwh
+from omc.apps.evaluate import evaluate, find_sequence_pairs, iou_tlwh, motmetrics_distances
 
 # Two people, three frames. GT rows: frame,id,x,y,w,h,mark,class,visibility.
 GT = """\
@@ -115,7 +115,7 @@ def test_iou_helpers() -> None:
     # Overlap 5 x 10 = 50; union 100 + 100 - 50 = 150 -> 1/3. Disjoint -> 0. Empty box -> 0.
     np.testing.assert_allclose(iou_tlwh(a, b), [[1 / 3, 0.0, 0.0]])
     assert iou_tlwh(a, np.zeros((0, 4))).shape == (1, 0)
-    d = iou_distance(a, b, 0.3)
+    d = motmetrics_distances(a, b, 0.3)
     assert d[0, 0] == pytest.approx(2 / 3) and np.isnan(d[0, 1:]).all()
 
 

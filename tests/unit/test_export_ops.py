@@ -120,7 +120,6 @@ def test_metadata_props_hold_export_json(precision: str) -> None:
     assert (meta.recheck_channels, meta.embedding_dim, meta.strides, meta.has_recheck) == (32, 512, (8, 16, 32), True)
     assert (meta.shrink_radius, meta.shrink_window, meta.global_point) == (3, "reference", True)
     assert meta.checkpoint_sha256 == "" and meta.variant == "custom"
-    assert meta.tracker_defaults["conf_thres"] == 0.5
     assert meta.extra["source"]["kind"] == "random" and meta.extra["source"]["seed"] == 0
     assert meta.extra["exporter"]["route"] == "dynamo"
 

@@ -43,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from omc.config import TrackerConfig
-from omc.contract import EngineMeta, WINDOW_MODES
+from omc.contract import FLOAT_PRECISIONS, MAP_STRIDE, WINDOW_MODES, EngineMeta
 from omc.errors import BadInput
 from omc.runtime.boxes import DIOU_DIAGONAL_EPS
 from omc.runtime.detections import DetectionRows, FrameDetections, assemble_detections
@@ -64,12 +64,10 @@ if TYPE_CHECKING:
 _CX, _CY, _W, _H, _OBJ, _CLS = range(6)
 # Peak suppression window of the re-check heat map (omc-reference.md 2, "Peaks").
 PEAK_WINDOW = 3
-# Scale from pixel coordinates to stride-8 cells: (x1 + x2) / 2 / 8.
-CELL_DIVISOR = 16.0
+# Scale from pixel coordinates to map cells: (x1 + x2) / 2 / MAP_STRIDE.
+CELL_DIVISOR = 2.0 * MAP_STRIDE
 # The reference's preprocessing scale of uint8 pixels.
 PIXEL_SCALE = 255.0
-# Precisions of the path and their torch dtypes' names.
-PRECISIONS = ("fp32", "fp16")
 # Eager runs of the detector on a side stream before its CUDA graph is captured (cuDNN picks its
 # algorithms and the caching allocator settles; PyTorch's documented capture recipe).
 GRAPH_WARMUP_RUNS = 3
@@ -210,7 +208,7 @@ class TorchReferencePath:
         peaks: int = 100,
         window: str = WINDOW_MODES[0],
         device: str = "cpu",
-        precision: str = PRECISIONS[0],
+        precision: str = "fp32",
         channels_last: bool = False,
         cuda_graph: bool = False,
     ) -> None:
@@ -220,8 +218,8 @@ class TorchReferencePath:
             raise BadInput(f"shrink window '{window}' is not one of {', '.join(WINDOW_MODES)}")
         if peaks < 1:
             raise BadInput(f"peaks must be at least 1, got {peaks}")
-        if precision not in PRECISIONS:
-            raise BadInput(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
+        if precision not in FLOAT_PRECISIONS:
+            raise BadInput(f"precision '{precision}' is not one of {', '.join(FLOAT_PRECISIONS)}")
         self.device = torch.device(device)
         if cuda_graph and self.device.type != "cuda":
             raise BadInput(f"CUDA graphs need a CUDA device, not '{device}'")
@@ -244,19 +242,8 @@ class TorchReferencePath:
 
     def meta(self, max_tracklets: int = EngineMeta.max_tracklets) -> EngineMeta:
         """An EngineMeta describing this network as an export would (for a tracker around it)."""
-        arch = self.network.architecture
-        return EngineMeta(
-            input_hw=self.input_hw,
-            peaks=self.peaks,
-            embedding_dim=arch.embedding_dim,
-            recheck_channels=arch.recheck_channels,
-            has_recheck=arch.has_recheck,
-            shrink_radius=self.radius,
-            shrink_window=self.window,
-            global_point=bool(self.global_point),
-            max_tracklets=max_tracklets,
-            variant=arch.variant,
-        )
+        meta: EngineMeta = self.network.engine_meta(peaks=self.peaks, shrink_window=self.window, max_tracklets=max_tracklets)
+        return meta
 
     # --- 1. host pre-processing ---------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from omc.export.model import OMCNetwork
+from omc.runtime.boxes import centre_cells
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -83,15 +84,6 @@ def candidate_corners(candidates: F32) -> F32:
     return np.concatenate([centre - half, centre + half], axis=1).astype(np.float32, copy=False)
 
 
-def centre_cells(corners: F32, stride: int, map_hw: tuple[int, int]) -> I64:
-    """[N, 4] corners -> [N] flat cells: col = clip(floor((x1 + x2) / (2 stride)), 0, w - 1), row likewise."""
-    h, w = map_hw
-    twice = np.float32(2 * stride)
-    col = np.clip(np.floor((corners[:, 0] + corners[:, 2]) / twice), 0, w - 1).astype(np.int64)
-    row = np.clip(np.floor((corners[:, 1] + corners[:, 3]) / twice), 0, h - 1).astype(np.int64)
-    return row * w + col
-
-
 def reference_detector(network: OMCNetwork, images: npt.NDArray[np.uint8]) -> list[ReferenceFrame]:
     """Run the eager network on uint8 [B, H, W, 3] BGR images; one ReferenceFrame per image.
 
@@ -114,7 +106,7 @@ def reference_detector(network: OMCNetwork, images: npt.NDArray[np.uint8]) -> li
             ReferenceFrame(
                 corners=corners,
                 scores=(candidates[:, 4] * candidates[:, 5]).astype(np.float32),
-                cells=centre_cells(corners, stride, unit.shape[:2]),
+                cells=centre_cells(corners, unit.shape[:2], stride),
                 density=_host(outputs.dense[item, 0].reshape(-1)),
                 id_unit=unit,
                 recheck_features=None if outputs.recheck_features is None else _host(outputs.recheck_features[item]),
