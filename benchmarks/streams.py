@@ -6,9 +6,10 @@ load average:
 - sweep: N synthetic cameras (1, 2, 4, 8 by default) sending frames in real time, faster than
   the engines, for a fixed time; the aggregate frames/s tracked and each frame's latency from
   capture (the moment the camera sent it) to its tracks, for the StreamRuntime (latest-frame
-  mode) and for the naive way (N trackers over the same engines, called one after another in
-  one loop, each taking its camera's newest frame when its turn comes), interleaved in
-  alternating rounds so load bursts hit both; plus the runtime's detector batch sizes. Live
+  mode; with the detector one batch ahead, and with overlap off) and for the naive way (N
+  trackers over the same engines, called one after another in one loop, each taking its
+  camera's newest frame when its turn comes), interleaved in rotating rounds so load bursts hit
+  every mode; plus the runtime's detector batch sizes. Live
   cameras because capture-to-tracks has a meaning only for frames that arrive in time (a file's
   frames all exist before the run: latency there measures how far a reader reads ahead).
 - live: N synthetic cameras sending frames in real time (latest-frame mode) for a long run;
@@ -44,12 +45,15 @@ from omc.runtime.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
-RESULT_SCHEMA = "omc-bench-streams/1"
+RESULT_SCHEMA = "omc-bench-streams/2"
 # Frame size of the generated clips (MOT17's), fps of the files and synthetic cameras.
 CLIP_SIZE = (1920, 1080)
 CLIP_FPS = 25.0
 # Soak: memory is sampled every this many frames (all streams together).
 SOAK_SAMPLE_FRAMES = 100
+# A synthetic camera sends this much longer than its run measures: the run's clock starts at its
+# first tracked frame and stops after the batch in flight, so a camera must not end first.
+CAMERA_SPARE_S = 60.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -116,10 +120,13 @@ class RunFigures:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def run_streams(engines: EnginePair, meta: EngineMeta, streams: int, seconds: float, tracker: TrackerConfig) -> RunFigures:
-    """The StreamRuntime over `streams` synthetic cameras for `seconds` (latest-frame mode)."""
+def run_streams(
+    engines: EnginePair, meta: EngineMeta, streams: int, seconds: float, tracker: TrackerConfig, overlap: bool = True
+) -> RunFigures:
+    """The StreamRuntime over `streams` synthetic cameras for `seconds` (latest-frame mode);
+    overlap: the detector one batch ahead (StreamConfig.overlap)."""
     specs = [StreamSpec(f"cam{i}", _camera_factory(f"cam{i}", i, seconds), tracker=tracker) for i in range(streams)]
-    runtime = StreamRuntime(engines, meta, specs, StreamConfig(max_reconnect_attempts=1))
+    runtime = StreamRuntime(engines, meta, specs, StreamConfig(max_reconnect_attempts=1, overlap=overlap))
     latencies: list[float] = []
     start: float | None = None  # the clock starts at the first tracked frame: opening the cameras is not timed
     try:
@@ -140,15 +147,22 @@ def run_streams(engines: EnginePair, meta: EngineMeta, streams: int, seconds: fl
 
 class PolledCamera:
     """A camera the naive loop polls: at any moment its newest frame is the one sent at
-    floor(elapsed x fps); taking it gives that frame and the moment it was sent."""
+    floor(elapsed x fps); taking it gives that frame and the moment it was sent. A frame is
+    taken once: when the newest was taken already, `newest` waits for the next one (as a
+    blocking read of a camera does), so no frame is tracked twice."""
 
     def __init__(self, seed: int, fps: float, size: tuple[int, int] = CLIP_SIZE) -> None:
         self._clip = generated_clip(size, 16, seed=seed)
         self.fps = fps
         self.start = time.perf_counter()
+        self._taken = -1
 
     def newest(self) -> tuple[float, npt.NDArray[np.uint8]]:
         index = int((time.perf_counter() - self.start) * self.fps)
+        if index <= self._taken:
+            index = self._taken + 1
+            time.sleep(max(0.0, self.start + index / self.fps - time.perf_counter()))
+        self._taken = index
         return self.start + index / self.fps, self._clip[index % len(self._clip)]
 
 
@@ -170,17 +184,23 @@ def sweep(
     engines: EnginePair, meta: EngineMeta, counts: tuple[int, ...], seconds: float, rounds: int,
     tracker: TrackerConfig, progress: Callable[[str], None] = log.info,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Runtime against naive for each stream count: `rounds` alternating runs of `seconds` each."""
+    """The runtime (detector one batch ahead, and one batch after the other) against the naive loop
+    for each stream count: `rounds` rounds of `seconds` per mode, the modes' order rotating."""
     # Warm-up: the engines' first calls allocate.
     run_naive(engines, meta, 1, 1.0, tracker)
+    modes: dict[str, Callable[[int], RunFigures]] = {
+        "runtime": lambda count: run_streams(engines, meta, count, seconds, tracker, overlap=True),
+        "runtime_sequential": lambda count: run_streams(engines, meta, count, seconds, tracker, overlap=False),
+        "naive": lambda count: run_naive(engines, meta, count, seconds, tracker),
+    }
+    names = list(modes)
     rows = []
     for count in counts:
-        runs: dict[str, list[RunFigures]] = {"runtime": [], "naive": []}
+        runs: dict[str, list[RunFigures]] = {name: [] for name in names}
         for round_index in range(rounds):
-            order = ("runtime", "naive") if round_index % 2 == 0 else ("naive", "runtime")
-            for mode in order:
-                run = run_streams if mode == "runtime" else run_naive
-                figures = run(engines, meta, count, seconds, tracker)
+            shift = round_index % len(names)
+            for mode in names[shift:] + names[:shift]:
+                figures = modes[mode](count)
                 runs[mode].append(figures)
                 progress(f"N={count} round {round_index + 1} {mode}: {figures.frames_per_second:.2f} frames/s")
         row: dict[str, Any] = {"streams": count, "load_average": load_average()}
@@ -199,6 +219,7 @@ def sweep(
                 batches[size] = batches.get(size, 0) + n
         row["runtime"]["batch_sizes"] = {str(k): v for k, v in sorted(batches.items())}
         row["ratio"] = row["runtime"]["frames_per_second"] / row["naive"]["frames_per_second"]
+        row["overlap_gain"] = row["runtime"]["frames_per_second"] / row["runtime_sequential"]["frames_per_second"]
         rows.append(row)
     return rows
 
@@ -245,7 +266,7 @@ def live_run(
 
 def _camera_factory(name: str, seed: int, seconds: float) -> Callable[[], FrameSource]:
     def open_camera() -> FrameSource:
-        return SyntheticCamera(name, seed, CLIP_FPS, seconds + 5.0)
+        return SyntheticCamera(name, seed, CLIP_FPS, seconds + CAMERA_SPARE_S)
 
     return open_camera
 
@@ -306,16 +327,20 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     if "sweep" in result:
         lines += [
-            f"## Live cameras at {CLIP_FPS:g} fps, runtime against the naive loop ({result.get('sweep_seconds', '?')} s runs, alternating rounds)",
+            f"## Live cameras at {CLIP_FPS:g} fps, runtime against the naive loop ({result.get('sweep_seconds', '?')} s runs, rotating rounds)",
             "",
-            "| streams | runtime frames/s | naive frames/s | ratio | runtime latency p50 / p99 ms | naive latency p50 / p99 ms | runtime batches (size: count) | load average |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "Runtime: the detector one batch ahead of the host work (StreamConfig.overlap, the default); "
+            "sequential: the same runtime with overlap off.",
+            "",
+            "| streams | runtime frames/s | naive frames/s | runtime / naive | sequential frames/s | runtime / sequential | runtime latency p50 / p99 ms | naive latency p50 / p99 ms | runtime batches (size: count) | load average |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for row in result["sweep"]:
-            rt, nv = row["runtime"], row["naive"]
+            rt, nv, sq = row["runtime"], row["naive"], row["runtime_sequential"]
             batches = ", ".join(f"{k}: {v}" for k, v in rt["batch_sizes"].items())
             lines.append(
                 f"| {row['streams']} | {rt['frames_per_second']:.2f} | {nv['frames_per_second']:.2f} | {row['ratio']:.2f}x | "
+                f"{sq['frames_per_second']:.2f} | {row['overlap_gain']:.2f}x | "
                 f"{rt['latency_p50_ms']:.0f} / {rt['latency_p99_ms']:.0f} | {nv['latency_p50_ms']:.0f} / {nv['latency_p99_ms']:.0f} | "
                 f"{batches} | {' '.join(str(v) for v in row['load_average'])} |"
             )
@@ -366,8 +391,9 @@ def plot(result: dict[str, Any], out: Path) -> list[Path]:
         figure, axis = plt.subplots(figsize=(6, 3.5))
         counts = [row["streams"] for row in result["sweep"]]
         positions = np.arange(len(counts))
-        axis.bar(positions - 0.2, [row["runtime"]["frames_per_second"] for row in result["sweep"]], 0.4, label="stream runtime")
-        axis.bar(positions + 0.2, [row["naive"]["frames_per_second"] for row in result["sweep"]], 0.4, label="naive loop")
+        bars = (("runtime", "stream runtime"), ("runtime_sequential", "runtime, overlap off"), ("naive", "naive loop"))
+        for offset, (mode, label) in zip((-0.27, 0.0, 0.27), bars):
+            axis.bar(positions + offset, [row[mode]["frames_per_second"] for row in result["sweep"]], 0.27, label=label)
         axis.set_xticks(positions, [str(c) for c in counts])
         axis.set_xlabel("streams")
         axis.set_ylabel("aggregate frames/s")

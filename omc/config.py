@@ -183,6 +183,11 @@ class StreamConfig:
         "runs on the CPU, where a batch of B frames costs as much as B single frames (ONNX Runtime; omc "
         "bench-streams) and would only add latency; the export's max_batch elsewhere (GPUs, a Triton server).",
     )
+    overlap: bool = option(
+        True,
+        "Run the detector one batch ahead in a thread of its own, so it overlaps the batch before's re-checks "
+        "and host work, where the engines allow it (ONNX Runtime, whose outputs are new buffers each run).",
+    )
     reconnect_initial_s: float = option(
         0.5,
         "Live sources that fail or end reconnect after this delay (s), doubled after each failed attempt up to "
@@ -618,7 +623,7 @@ class StreamsBenchConfig:
 
     streams: tuple[int, ...] = option((1, 2, 4, 8), "Stream counts of the sweep.")
     seconds: float = option(30.0, "Length of each sweep run (s), from the first tracked frame.")
-    rounds: int = option(2, "Alternating rounds (runtime, naive loop) per stream count.")
+    rounds: int = option(2, "Rounds per stream count, each running every mode once (runtime, runtime with overlap off, naive loop) in a rotating order.")
     live_streams: int = option(4, "Synthetic cameras of the live run.")
     live_seconds: float = option(600.0, "Length of the live run (s).")
     soak_streams: int = option(4, "Streams of the memory soak.")

@@ -88,20 +88,39 @@ class BackendPair:
     def run(self, images: npt.NDArray[np.uint8], tracklets: Sequence[F32 | None]) -> list[NetworkOutputs]:
         if len(tracklets) != len(images):
             raise ValueError(f"{len(images)} frames but {len(tracklets)} tracklet entries")
+        return self.recheck_batch(self.detect(images), tracklets)
+
+    def detect(self, images: npt.NDArray[np.uint8]) -> Mapping[str, ArrayLike]:
+        """The detector's outputs for `images` [B, H, W, 3] (batch axis B): the first half of `run`.
+
+        With `outputs_stay_valid`, they stay valid while the detector runs the next batch, so a
+        caller may detect batch k + 1 while it still does batch k's re-checks and host work.
+        """
         start = time.perf_counter()
         outputs = self.detector.infer({contract.IMAGES: images})
-        detector_ms = (time.perf_counter() - start) * 1e3
-        batch = len(images)
+        self.last_timings_ms[contract.DETECTOR] = (time.perf_counter() - start) * 1e3
+        return outputs
+
+    @property
+    def outputs_stay_valid(self) -> bool:
+        """Whether one `detect`'s outputs stay valid through the next (the detector's runner returns
+        new buffers every call: ONNX Runtime; TensorRT binds its buffers once and reuses them)."""
+        return bool(getattr(self.detector, "fresh_outputs", False))
+
+    def recheck_batch(self, detected: Mapping[str, ArrayLike], tracklets: Sequence[F32 | None]) -> list[NetworkOutputs]:
+        """Each frame's re-check on its slice of `detected` (a `detect` of len(tracklets) frames):
+        the second half of `run`."""
+        batch = len(tracklets)
         results: list[NetworkOutputs] = []
         start = time.perf_counter()
         for index, pool in enumerate(tracklets):
-            item = outputs if batch == 1 else {name: batch_item(value, index) for name, value in outputs.items()}
+            item = detected if batch == 1 else {name: batch_item(value, index) for name, value in detected.items()}
             rechecked = self.recheck_frame(item, pool)
             if rechecked is not None and batch > 1:
                 # The next frame's re-check reuses a backend's host buffers (TensorRT's pinned ones).
                 rechecked = {name: np.array(v) if isinstance(v, np.ndarray) else v for name, v in rechecked.items()}
             results.append(NetworkOutputs(item, rechecked))
-        self.last_timings_ms = {contract.DETECTOR: detector_ms, contract.RECHECK: (time.perf_counter() - start) * 1e3}
+        self.last_timings_ms[contract.RECHECK] = (time.perf_counter() - start) * 1e3
         return results
 
     @property

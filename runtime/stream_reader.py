@@ -217,6 +217,8 @@ class StreamReader:
                             attempt = 0
                     except OmcError as exc:
                         error = str(exc)
+                if self._stop.is_set():  # removed or closed: no reconnect, the state stays STOPPED
+                    return
                 if not self.live:
                     if error is None:
                         self._finish(StreamState.FINISHED, None)

@@ -17,10 +17,18 @@ How a frame travels:
    StreamConfig.batch_wait_ms for the other running streams (never for one that is reconnecting
    or done), the streams served longest ago first, at most max_batch frames (StreamConfig.max_batch; automatic:
    one frame at a time when the detector runs on the CPU, where batching gains nothing).
-3. The engines run the batch as one step (omc.runtime.engines): the detector over all of them,
-   then each frame's re-check on its own slice with its own stream's tracklets (n differs).
+3. The engines run the batch (omc.runtime.engines): the detector over all of them, then each
+   frame's re-check on its own slice with its own stream's tracklets (n differs).
 4. Each stream's own `Tracker` does NMS, fusion and association, in stream order; ids count
    from 1 per stream and never leak between streams.
+
+Where the engines allow it (a local pair whose detector returns new buffers each run: ONNX
+Runtime, on the CPU or a GPU; StreamConfig.overlap), the detector runs one batch ahead in a
+thread of its own: batch k + 1's detector runs while the results() thread does batch k's
+re-checks, NMS, fusion and association, which need batch k's tracklets and so cannot start
+earlier. Never more than one batch ahead, so a live frame waits for at most one batch. TensorRT
+binds its output buffers once and a Triton client sends a frame's two engines in one request:
+their batches run one after the other.
 
 Failures stay in their stream: a reader that fails ends (file) or reconnects (live) its stream
 only; an error in one stream's host work fails that stream only; a remote engine server that is
@@ -48,6 +56,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from collections import Counter, deque
@@ -63,7 +72,7 @@ import numpy.typing as npt
 from omc.config import STREAM_MODES, StreamConfig, TrackerConfig
 from omc.contract import EngineMeta
 from omc.errors import BadInput, EngineUnavailable, OmcError
-from omc.runtime.engines import EnginePair
+from omc.runtime.engines import EnginePair, NetworkOutputs
 from omc.runtime.stream_reader import SourceSpec, StreamFrame, StreamReader, StreamState
 from omc.runtime.tracker import Track, Tracker
 
@@ -75,6 +84,12 @@ _RATE_WINDOW = 64
 _IDLE_WAIT_S = 0.1
 # Longest a closing runtime waits for each reader thread (s); they are daemons either way.
 _JOIN_TIMEOUT_S = 2.0
+# Longest a closing runtime waits for the detector thread to finish the batch it runs (s): longer
+# than one detector batch of the L model on a 2-core CPU, so the engines are never closed under it.
+_DETECTOR_JOIN_TIMEOUT_S = 30.0
+# Batches taken from the readers and not yet handed out: the one whose host work runs, and the
+# one the detector runs meanwhile.
+_BATCHES_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -156,6 +171,15 @@ class StreamHealth:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
+@dataclass(frozen=True)
+class _Detected:
+    """A batch on its way from the detector thread to the results() thread: the detector's
+    outputs, or what the detector raised."""
+
+    batch: list[tuple[_Stream, StreamFrame]]
+    outputs: Any
+
+
 @dataclass
 class _Stream:
     spec: StreamSpec
@@ -184,6 +208,9 @@ class StreamRuntime:
     own_engines: close the engines with the runtime (from_engines sets it).
 
     `batch_sizes` counts the detector batches run by size; `results()` yields each tracked frame.
+    `overlaps`: the detector runs one batch ahead in its own thread (module docstring);
+    `batches_overlapped` counts the detector batches that started while the host work of the
+    batch before was still running.
     """
 
     def __init__(
@@ -209,6 +236,12 @@ class StreamRuntime:
         self._engine_failures = 0
         self._letterbox_pool: ThreadPoolExecutor | None = None
         self._rounds = 0
+        self.overlaps = config.overlap and bool(getattr(engines, "outputs_stay_valid", False))
+        self.batches_overlapped = 0
+        self._detector_thread: threading.Thread | None = None
+        self._detected: queue.Queue[_Detected | None] = queue.Queue()
+        self._batch_slots = threading.Semaphore(_BATCHES_IN_FLIGHT)
+        self._host_busy = False
         for spec in streams:
             self.add_stream(spec)
 
@@ -299,12 +332,65 @@ class StreamRuntime:
         their last frame. Stopping early (break, Ctrl-C) leaves the runtime usable; `close()`
         stops the readers.
         """
+        if self.overlaps:
+            yield from self._overlapped_results()
+            return
         while True:
             batch = self._next_batch()
             if batch is None:
                 return
             if batch:
                 yield from self._track_batch(batch)
+
+    def _overlapped_results(self) -> Iterator[StreamResult]:
+        """results() with the detector one batch ahead in the detector thread (one per run of
+        results(): it ends when every stream is done, and a later results() starts another for the
+        streams added since)."""
+        if self._detector_thread is None:
+            self._detector_thread = threading.Thread(target=self._detect_ahead, name="omc-detector", daemon=True)
+            self._detector_thread.start()
+        while True:
+            item = self._detected.get()
+            if item is None:
+                thread, self._detector_thread = self._detector_thread, None
+                if thread is not None:
+                    thread.join(_DETECTOR_JOIN_TIMEOUT_S)  # its last act was to hand on this end
+                return
+            self._host_busy = True
+            try:
+                if isinstance(item.outputs, EngineUnavailable):
+                    self._engines_down(item.batch, item.outputs)
+                    continue
+                if isinstance(item.outputs, BaseException):
+                    raise item.outputs
+                pools = self._prepare_trackers(item.batch)
+                yield from self._host_work(item.batch, self.engines.recheck_batch(item.outputs, pools))  # type: ignore[attr-defined]
+            finally:
+                self._host_busy = False
+                self._batch_slots.release()
+
+    def _detect_ahead(self) -> None:
+        """The detector thread: take a batch, letterbox it, run the detector, hand it on; at most
+        _BATCHES_IN_FLIGHT batches out at once (the results() thread frees a slot per batch done)."""
+        while True:
+            self._batch_slots.acquire()
+            batch = self._next_batch()
+            if not batch:
+                self._batch_slots.release()
+                if batch is None:  # every stream done, or the runtime closed
+                    self._detected.put(None)
+                    return
+                continue
+            outputs: Any
+            try:
+                batch = self._letterboxed(batch)
+                images = np.concatenate([frame.images for _, frame in batch if frame.images is not None])
+                if self._host_busy:
+                    self.batches_overlapped += 1
+                outputs = self.engines.detect(images)  # type: ignore[attr-defined]
+            except BaseException as exc:  # raised in the results() thread, where the caller sees it
+                outputs = exc
+            self._detected.put(_Detected(batch, outputs))
 
     def _next_batch(self) -> list[tuple[_Stream, StreamFrame]] | None:
         """Up to max_batch frames, one per stream with a frame ready; [] to look again; None when all are done."""
@@ -344,6 +430,17 @@ class StreamRuntime:
 
     def _track_batch(self, batch: list[tuple[_Stream, StreamFrame]]) -> Iterator[StreamResult]:
         batch = self._letterboxed(batch)
+        pools = self._prepare_trackers(batch)
+        images = np.concatenate([frame.images for _, frame in batch if frame.images is not None])
+        try:
+            outputs = self.engines.run(images, pools)
+        except EngineUnavailable as exc:
+            self._engines_down(batch, exc)
+            return
+        yield from self._host_work(batch, outputs)
+
+    def _prepare_trackers(self, batch: list[tuple[_Stream, StreamFrame]]) -> list[npt.NDArray[np.float32] | None]:
+        """Age each frame's tracker through its stream's gap; the tracklets each frame's re-check needs."""
         pools = []
         for stream, frame in batch:
             tracker = self._tracker(stream)
@@ -352,18 +449,18 @@ class StreamRuntime:
             if frame.skipped:
                 tracker.skip_frames(frame.skipped)
             pools.append(tracker.recheck_tracklets())
-        images = np.concatenate([frame.images for _, frame in batch if frame.images is not None])
-        try:
-            outputs = self.engines.run(images, pools)
-        except EngineUnavailable as exc:
-            self._engines_down(batch, exc)
-            return
+        return pools
+
+    def _host_work(self, batch: list[tuple[_Stream, StreamFrame]], outputs: list[NetworkOutputs]) -> Iterator[StreamResult]:
+        """NMS, fusion and association of each frame in its stream's tracker; then the results."""
         self._engine_failures = 0
         self.batch_sizes[len(batch)] += 1
         # Host work of every frame first, then the results: the engines' output buffers are
         # reused by the next run, and a slow consumer must not hold them.
         results: list[StreamResult] = []
         for (stream, frame), network in zip(batch, outputs):
+            if self._streams.get(stream.spec.name) is not stream:
+                continue  # removed while its frame was in flight: its frames are dropped
             try:
                 assert frame.transform is not None  # letterboxed above
                 tracks = self._tracker(stream).update_from_network(network, frame.transform)
@@ -425,7 +522,7 @@ class StreamRuntime:
     # --- life cycle ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop every reader and close the engines when this runtime opened them."""
+        """Stop every reader and the detector thread; close the engines when this runtime opened them."""
         with self._ready:
             if self._closed:
                 return
@@ -436,6 +533,13 @@ class StreamRuntime:
             self._ready.notify_all()
         for stream in streams:
             stream.reader.join(_JOIN_TIMEOUT_S)
+        thread = self._detector_thread
+        if thread is not None:
+            # A detector thread waiting for a slot gets one and sees the runtime closed.
+            self._batch_slots.release()
+            thread.join(_DETECTOR_JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                self._detected.put(None)  # still in the detector: a results() thread waiting for it ends
         if self._letterbox_pool is not None:
             self._letterbox_pool.shutdown(wait=False)
         if self._own_engines:

@@ -92,7 +92,11 @@ class Backend(ABC):
     inputs / outputs: the engine's tensor specs (from `EngineMeta.detector_inputs()` etc.).
     axis_limits: inclusive (min, max) per dynamic axis, e.g. {"B": (1, 4)}.
     Outputs may reuse buffers between calls (documented per backend): copy what you keep.
+    `fresh_outputs` says they never do (every call returns new buffers), so one call's outputs
+    stay valid while the next call runs.
     """
+
+    fresh_outputs: bool = False
 
     def __init__(
         self,

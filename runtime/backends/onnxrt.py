@@ -174,7 +174,12 @@ class OnnxRuntimeBackend(Backend):
     the graph as written (ORT_DISABLE_ALL): in a Q/DQ INT8 graph nothing then fuses into integer
     kernels, so every operator computes in float on dequantized values (omc.calib.drift uses this
     to measure the quantization's own drift, which does not depend on the CPU's instruction set).
+
+    Every call returns new buffers (ONNX Runtime allocates the outputs of each run): one call's
+    outputs stay valid while the next runs.
     """
+
+    fresh_outputs = True
 
     def __init__(
         self,
