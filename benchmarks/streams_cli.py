@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Measure the multi-stream runtime on this machine: aggregate frames/s and capture-to-tracks "
             "latency of N synthetic live cameras, side by side with N trackers called one after another "
-            "on the cameras' newest frames, and the runtime with overlap off (rotating rounds); a live run of synthetic cameras in latest-frame mode (latency per minute); "
+            "on the cameras' newest frames, and the runtime with the detector forced one batch ahead (rotating rounds); a live run of synthetic cameras in latest-frame mode (latency per minute); "
             "a soak for memory (RSS slope). Results go to benchmarks/results/streams/NAME.{json,md,png}."
         ),
     )

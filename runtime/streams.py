@@ -23,8 +23,8 @@ How a frame travels:
    from 1 per stream and never leak between streams.
 
 Where the engines allow it (a local pair whose detector returns new buffers each run: ONNX
-Runtime, on the CPU or a GPU; StreamConfig.overlap), the detector runs one batch ahead in a
-thread of its own: batch k + 1's detector runs while the results() thread does batch k's
+Runtime) and the detector does not run on the CPU (StreamConfig.overlap "auto"; "on" forces it),
+the detector runs one batch ahead in a thread of its own: batch k + 1's detector runs while the results() thread does batch k's
 re-checks, NMS, fusion and association, which need batch k's tracklets and so cannot start
 earlier. Never more than one batch ahead, so a live frame waits for at most one batch. TensorRT
 binds its output buffers once and a Triton client sends a frame's two engines in one request:
@@ -236,7 +236,9 @@ class StreamRuntime:
         self._engine_failures = 0
         self._letterbox_pool: ThreadPoolExecutor | None = None
         self._rounds = 0
-        self.overlaps = config.overlap and bool(getattr(engines, "outputs_stay_valid", False))
+        on_cpu = bool(getattr(engines, "runs_on_cpu", False))
+        wanted = config.overlap == "on" or (config.overlap == "auto" and not on_cpu)
+        self.overlaps = wanted and bool(getattr(engines, "outputs_stay_valid", False))
         self.batches_overlapped = 0
         self._detector_thread: threading.Thread | None = None
         self._detected: queue.Queue[_Detected | None] = queue.Queue()

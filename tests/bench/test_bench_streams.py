@@ -26,12 +26,12 @@ def test_bench_streams_records_sweep_live_and_soak(tmp_path: Path, capsys: pytes
     sweep = result["sweep"]
     assert [row["streams"] for row in sweep] == [1, 2]
     for row in sweep:
-        for mode in ("runtime", "runtime_sequential", "naive"):
+        for mode in ("runtime", "runtime_overlap", "naive"):
             assert row[mode]["frames_per_second"] > 0 and len(row[mode]["frames_per_second_rounds"]) == 2
             assert 0 < row[mode]["latency_p50_ms"] <= row[mode]["latency_p99_ms"]
         assert row["ratio"] == pytest.approx(row["runtime"]["frames_per_second"] / row["naive"]["frames_per_second"])
         assert row["overlap_gain"] == pytest.approx(
-            row["runtime"]["frames_per_second"] / row["runtime_sequential"]["frames_per_second"]
+            row["runtime_overlap"]["frames_per_second"] / row["runtime"]["frames_per_second"]
         )
         # Every tracked frame went through a detector batch.
         assert sum(int(k) * v for k, v in row["runtime"]["batch_sizes"].items()) >= row["runtime"]["frames"] > 0

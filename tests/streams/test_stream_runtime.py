@@ -88,7 +88,7 @@ def test_batched_streams_track_each_file_as_if_alone(tmp_path: Path, overlap: bo
     config = TrackerConfig(conf_thres=0.05)
     clips = [write_video(tmp_path / f"clip{seed}.mp4", generated_clip((W, H), 12, seed=seed)) for seed in range(3)]
     specs = [StreamSpec(clip.stem, clip, tracker=config) for clip in clips]
-    stream_config = StreamConfig(batch_wait_ms=200, max_batch=4, overlap=overlap)
+    stream_config = StreamConfig(batch_wait_ms=200, max_batch=4, overlap="on" if overlap else "off")
     with StreamRuntime.from_engines(engines, specs, config=stream_config) as runtime:
         got = collect(runtime)
         sizes = dict(runtime.batch_sizes)
@@ -342,7 +342,7 @@ def test_add_and_remove_streams_while_running(tmp_path: Path, toy_engines: Path)
     assert seen["second"] == 6 and 3 < seen["first"] < 30
     # A stream added after results() ended is tracked by the next results() (an app's, or a
     # cluster worker's, loop between batches of streams).
-    with StreamRuntime.from_engines(toy_engines, [StreamSpec("one", second)]) as runtime:
+    with StreamRuntime.from_engines(toy_engines, [StreamSpec("one", second)], config=StreamConfig(overlap="on")) as runtime:
         assert runtime.overlaps  # the detector thread ends with each results() and starts with the next
         for round_index in range(3):
             results = list(runtime.results())
@@ -362,6 +362,7 @@ def test_the_automatic_batch_is_one_frame_on_the_cpu(toy_engines: Path) -> None:
     """On the CPU a batch of B frames costs B single frames: by default the runtime sends one."""
     with StreamRuntime.from_engines(toy_engines) as runtime:
         assert runtime.max_batch == 1
+        assert not runtime.overlaps  # nor is the detector run ahead (automatic overlap is off on the CPU)
     with StreamRuntime.from_engines(toy_engines, config=StreamConfig(max_batch=3)) as runtime:
         assert runtime.max_batch == 3
     pair, meta = open_engine_pair(toy_engines)
