@@ -55,14 +55,16 @@ def run_bench_streams(args: argparse.Namespace) -> int:
     config = BENCH_FLAGS.config(args)
     tracker = TRACKER_FLAGS.config(args)
     command = "omc " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("omc") else "omc bench-streams"
-    options: dict[str, Any] = {"intra_op_threads": config.threads} if config.threads else {}
-    engines, meta = open_engine_pair(args.onnx, **options)
+    options: dict[str, Any] = {"intra_op_threads": config.threads} if config.threads and config.backend == "ort" else {}
+    engines, meta = open_engine_pair(args.onnx, backend=config.backend, device=config.device, **options)
     name = args.name or f"streams_{args.onnx.name}"
     result: dict = {
         "schema": streams.RESULT_SCHEMA,
         "name": name,
         "model": f"{meta.variant} at {meta.input_hw[1]}x{meta.input_hw[0]} ({args.onnx}), max batch {meta.max_batch}",
-        "environment": collect_environment(command, {"onnxruntime_threads": config.threads or "default"}),
+        "environment": collect_environment(
+            command, {"backend": config.backend, "device": config.device, "onnxruntime_threads": config.threads or "default"}
+        ),
     }
     try:
         with tempfile.TemporaryDirectory(prefix="omc-bench-streams-") as workdir:

@@ -192,7 +192,7 @@ class StreamConfig:
         "Run the detector one batch ahead in a thread of its own, overlapping the batch before's re-checks and "
         "host work, where the engines allow it (ONNX Runtime: new output buffers each run). auto: when the "
         "detector does not run on the CPU (there the detector and the re-check already use every core and "
-        "overlapping them lost 1-8% in omc bench-streams); on / off: always / never.",
+        "overlapping them gained nothing in omc bench-streams); on / off: always / never.",
         choices=OVERLAP_MODES,
     )
     reconnect_initial_s: float = option(
@@ -637,8 +637,14 @@ class StreamsBenchConfig:
     soak_streams: int = option(4, "Streams of the memory soak.")
     soak_frames: int = option(10000, "Frames of the soak, all streams together.")
     threads: int = option(0, "ONNX Runtime threads per engine; 0: its own choice.")
+    backend: str = option("ort", "Engines: ONNX Runtime (ort) or TensorRT plans (trt, omc build's).", choices=LOCAL_BACKENDS)
+    device: str = option(
+        AUTO_DEVICE, "Where the engines run: auto (ort: the CPU; trt: the GPU), cpu, cuda, tensorrt (ONNX Runtime's providers).",
+        choices=DEVICES,
+    )
 
     def __post_init__(self) -> None:
+        check_choices(self)
         _check_at_least(self, 1, "rounds", "live_streams", "soak_streams", "soak_frames")
         _check_at_least(self, 0, "threads")
         if not self.streams or min(self.streams) < 1:
