@@ -402,7 +402,7 @@ def plot(result: dict[str, Any], out: Path) -> list[Path]:
         axis.set_xticks(positions, [str(c) for c in counts])
         axis.set_xlabel("streams")
         axis.set_ylabel("aggregate frames/s")
-        axis.legend()
+        axis.legend(loc="lower center")  # the bars fill the top
         written.append(_save(plt, figure, out.with_name(out.name + "_throughput.png")))
     if "live" in result and result["live"]["minutes"]:
         figure, axis = plt.subplots(figsize=(6, 3.5))
