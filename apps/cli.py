@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # shared by the commands that run trackers.
 TRACKER_FLAGS = ConfigFlags(TrackerConfig, title="tracker options (TrackerConfig; defaults are the reference's)")
 # The StreamConfig fields omc track takes as flags (a streams file sets them all in [runtime]).
-STREAM_FLAGS = ConfigFlags(StreamConfig, only=("batch_wait_ms", "max_batch"))
+STREAM_FLAGS = ConfigFlags(StreamConfig, only=("batch_wait_ms", "max_batch", "overlap"))
 EVAL_FLAGS = ConfigFlags(EvalConfig, only=("iou_threshold",))
 
 
