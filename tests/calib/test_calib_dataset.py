@@ -27,13 +27,6 @@ from omc.runtime.letterbox import letterbox
 CONFIG = CalibConfig(frames=5, holdout_frames=2, recheck_frames=2, tracker_warmup_frames=2)
 
 
-@pytest.fixture(scope="module")
-def toy_engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from toy_engines import write_toy_engines  # tests/ is on sys.path through its conftest.py
-
-    folder = tmp_path_factory.mktemp("toy")
-    write_toy_engines(folder)
-    return folder
 
 
 def _source_number(letterboxed: np.ndarray) -> int:

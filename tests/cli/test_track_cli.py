@@ -263,13 +263,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], fragment: st
     assert "Traceback" not in result.stderr
 
 
-@pytest.fixture(scope="module")
-def toy_engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from toy_engines import write_toy_engines  # tests/ is on sys.path through its conftest.py
-
-    folder = tmp_path_factory.mktemp("toy") / "engines"
-    write_toy_engines(folder)
-    return folder
 
 
 def test_cli_missing_engines_dir(tmp_path: Path) -> None:

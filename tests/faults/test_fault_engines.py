@@ -21,20 +21,12 @@ from fault_checks import FAULT_SETTINGS, assert_refused, run_main, snapshot
 from hypothesis import given
 from hypothesis import strategies as st
 from onnx import numpy_helper
-from toy_engines import write_toy_engines
 
 from omc import contract
 from omc.contract import EngineMeta
 from omc.errors import BadInput, EngineMismatch
 
 W, H = 96, 64
-
-
-@pytest.fixture(scope="module")
-def toy_engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("toy") / "engines"
-    write_toy_engines(folder)
-    return folder
 
 
 @pytest.fixture

@@ -21,20 +21,12 @@ from fault_checks import FAULT_SETTINGS, assert_refused, run_main, snapshot
 from hypothesis import given
 from hypothesis import strategies as st
 from paths import REPO_ROOT
-from toy_engines import write_toy_engines
 
 from omc.apps.results import read_mot_txt
 from omc.files import partial_path
 from omc.runtime.jpeg import is_jpeg, jpeg_is_complete
 
 W, H = 96, 64
-
-
-@pytest.fixture(scope="module")
-def engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("toy") / "engines"
-    write_toy_engines(folder)
-    return folder
 
 
 def frame(i: int) -> np.ndarray:
@@ -72,7 +64,7 @@ def test_any_bytes_after_a_start_marker_give_an_answer(body: bytes) -> None:
     assert jpeg_is_complete(b"\xff\xd8" + body) in (True, False)
 
 
-def test_a_truncated_jpeg_mid_folder_stops_the_run_keeping_earlier_frames(tmp_path: Path, engines: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_truncated_jpeg_mid_folder_stops_the_run_keeping_earlier_frames(tmp_path: Path, toy_engines: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "frames"
     folder.mkdir()
     for i in range(1, 5):
@@ -80,7 +72,7 @@ def test_a_truncated_jpeg_mid_folder_stops_the_run_keeping_earlier_frames(tmp_pa
         (folder / f"{i:06d}.jpg").write_bytes(data[: len(data) * 2 // 3] if i == 3 else data)
     out = tmp_path / "runs" / "r.txt"
     before = snapshot(folder)
-    status, _, err = run_main(["track", str(folder), "--engines", str(engines), "--out", str(out)], capsys)
+    status, _, err = run_main(["track", str(folder), "--engines", str(toy_engines), "--out", str(out)], capsys)
     assert status == 2 and "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last == f"error: image {folder / '000003.jpg'} (frame 3) is truncated: its JPEG data ends before the end-of-image marker"
@@ -90,7 +82,7 @@ def test_a_truncated_jpeg_mid_folder_stops_the_run_keeping_earlier_frames(tmp_pa
     assert snapshot(folder) == before
 
 
-def test_seqinfo_image_dir_outside_the_sequence_is_refused(tmp_path: Path, engines: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_seqinfo_image_dir_outside_the_sequence_is_refused(tmp_path: Path, toy_engines: Path, capsys: pytest.CaptureFixture[str]) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     cv2.imwrite(str(elsewhere / "000001.png"), frame(1))
@@ -98,7 +90,7 @@ def test_seqinfo_image_dir_outside_the_sequence_is_refused(tmp_path: Path, engin
     (sequence / "img1").mkdir(parents=True)
     (sequence / "seqinfo.ini").write_text("[Sequence]\nname=MOT17-02\nimDir=../../elsewhere\nframeRate=30\n")
     before = snapshot(tmp_path)
-    status, _, err = run_main(["track", str(sequence), "--engines", str(engines), "--out", str(tmp_path / "r.txt")], capsys)
+    status, _, err = run_main(["track", str(sequence), "--engines", str(toy_engines), "--out", str(tmp_path / "r.txt")], capsys)
     assert_refused(status, err, f"{sequence / 'seqinfo.ini'}: imDir '../../elsewhere' must name a folder inside the sequence folder")
     assert snapshot(tmp_path) == before
 
@@ -106,7 +98,7 @@ def test_seqinfo_image_dir_outside_the_sequence_is_refused(tmp_path: Path, engin
 # --- Ctrl-C during start-up ---------------------------------------------------------------------
 
 
-def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path: Path, engines: Path) -> None:
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path: Path, toy_engines: Path) -> None:
     """SIGINT at several moments of a real `omc track` start-up (imports, opening the source, the
     ONNX Runtime import and session): never a traceback, never 'onnxruntime is not installed'."""
     video = tmp_path / "long.mp4"
@@ -117,7 +109,7 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path: Path, engines
     for delay_s in (0.3, 0.8, 1.5):
         out = tmp_path / f"r{delay_s}.txt"
         process = subprocess.Popen(
-            [sys.executable, "-m", "omc", "track", str(video), "--engines", str(engines), "--out", str(out)],
+            [sys.executable, "-m", "omc", "track", str(video), "--engines", str(toy_engines), "--out", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
             # A test run started in the background inherits SIGINT ignored: restore the default.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),

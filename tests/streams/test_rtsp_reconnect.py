@@ -13,9 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from rtsp import RtspServer, rtsp_available
-from toy_engines import write_toy_engines
 
 from omc.apps.results import read_mot_txt, read_track_records
 from omc.apps.track import StreamOutputs, track_streams
@@ -26,13 +24,6 @@ KILL_AT_FRAME = 15
 DOWN_S = 1.0
 LIVE_FRAMES = 45
 FILE_FRAMES = 300
-
-
-@pytest.fixture(scope="module")
-def toy_engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("toy") / "engines"
-    write_toy_engines(folder)
-    return folder
 
 
 def write_clip(path: Path, frames: int) -> Path:

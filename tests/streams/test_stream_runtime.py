@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 import pytest
 from scripted_scenes import NET_HW, Scene, SceneDetector, SceneRecheck, ScriptedObject, scene_meta, walk
-from toy_engines import write_toy_engines
 
 from omc.config import StreamConfig, TrackerConfig
 from omc.runtime import StreamRuntime, StreamSpec, Tracker
@@ -30,13 +29,6 @@ W, H = 320, 192
 # other kernels for B > 1, whose float32 sums differ in the last bits; a few 1e-5 of a pixel after
 # the Kalman filter. 1e-2 px is far below anything a box is used for and far above that noise.
 BOX_NOISE_PX = 1e-2
-
-
-@pytest.fixture(scope="module")
-def toy_engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("toy") / "engines"
-    write_toy_engines(folder)
-    return folder
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> Path:
