@@ -341,11 +341,11 @@ def markdown(result: dict[str, Any]) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for row in result["sweep"]:
-            rt, nv, sq = row["runtime"], row["naive"], row["runtime_overlap"]
+            rt, nv, ov = row["runtime"], row["naive"], row["runtime_overlap"]
             batches = ", ".join(f"{k}: {v}" for k, v in rt["batch_sizes"].items())
             lines.append(
                 f"| {row['streams']} | {rt['frames_per_second']:.2f} | {nv['frames_per_second']:.2f} | {row['ratio']:.2f}x | "
-                f"{sq['frames_per_second']:.2f} | {row['overlap_gain']:.2f}x | "
+                f"{ov['frames_per_second']:.2f} | {row['overlap_gain']:.2f}x | "
                 f"{rt['latency_p50_ms']:.0f} / {rt['latency_p99_ms']:.0f} | {nv['latency_p50_ms']:.0f} / {nv['latency_p99_ms']:.0f} | "
                 f"{batches} | {' '.join(str(v) for v in row['load_average'])} |"
             )

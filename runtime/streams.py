@@ -24,9 +24,9 @@ How a frame travels:
 
 Where the engines allow it (a local pair whose detector returns new buffers each run: ONNX
 Runtime) and the detector does not run on the CPU (StreamConfig.overlap "auto"; "on" forces it),
-the detector runs one batch ahead in a thread of its own: batch k + 1's detector runs while the results() thread does batch k's
-re-checks, NMS, fusion and association, which need batch k's tracklets and so cannot start
-earlier. Never more than one batch ahead, so a live frame waits for at most one batch. TensorRT
+the detector runs one batch ahead in a thread of its own: batch k + 1's detector runs while the
+results() thread does batch k's re-checks, NMS, fusion and association, which need batch k's
+tracklets and so cannot start earlier. Never more than one batch ahead, so a live frame waits for at most one batch. TensorRT
 binds its output buffers once and a Triton client sends a frame's two engines in one request:
 their batches run one after the other.
 
@@ -385,8 +385,7 @@ class StreamRuntime:
                 continue
             outputs: Any
             try:
-                batch = self._letterboxed(batch)
-                images = np.concatenate([frame.images for _, frame in batch if frame.images is not None])
+                batch, images = self._letterboxed(batch)
                 if self._host_busy:
                     self.batches_overlapped += 1
                 outputs = self.engines.detect(images)  # type: ignore[attr-defined]
@@ -431,9 +430,8 @@ class StreamRuntime:
             return batch
 
     def _track_batch(self, batch: list[tuple[_Stream, StreamFrame]]) -> Iterator[StreamResult]:
-        batch = self._letterboxed(batch)
+        batch, images = self._letterboxed(batch)
         pools = self._prepare_trackers(batch)
-        images = np.concatenate([frame.images for _, frame in batch if frame.images is not None])
         try:
             outputs = self.engines.run(images, pools)
         except EngineUnavailable as exc:
@@ -480,22 +478,27 @@ class StreamRuntime:
             )
         yield from results
 
-    def _letterboxed(self, batch: list[tuple[_Stream, StreamFrame]]) -> list[tuple[_Stream, StreamFrame]]:
-        """The batch with every frame letterboxed: those the readers handed on as they were
-        (latest-frame mode under load) are letterboxed here, in parallel threads."""
+    def _letterboxed(
+        self, batch: list[tuple[_Stream, StreamFrame]]
+    ) -> tuple[list[tuple[_Stream, StreamFrame]], npt.NDArray[np.uint8]]:
+        """The batch with every frame letterboxed, and its images stacked (uint8 [B, H, W, 3]) for
+        the detector. Frames the readers handed on as they were (latest-frame mode under load) are
+        letterboxed here: one inline, several in parallel threads."""
+        def letterbox(i: int) -> StreamFrame:
+            return batch[i][1].letterboxed(self.meta.input_hw)
+
         pending = [i for i, (_, frame) in enumerate(batch) if frame.images is None]
-        if not pending:
-            return batch
-        if len(pending) == 1:
-            i = pending[0]
-            return [*batch[:i], (batch[i][0], batch[i][1].letterboxed(self.meta.input_hw)), *batch[i + 1 :]]
-        if self._letterbox_pool is None:
-            self._letterbox_pool = ThreadPoolExecutor(max(1, min(self.max_batch, os.cpu_count() or 1)), "omc-letterbox")
-        done = list(self._letterbox_pool.map(lambda i: batch[i][1].letterboxed(self.meta.input_hw), pending))
+        if len(pending) > 1:
+            if self._letterbox_pool is None:
+                self._letterbox_pool = ThreadPoolExecutor(max(1, min(self.max_batch, os.cpu_count() or 1)), "omc-letterbox")
+            done = list(self._letterbox_pool.map(letterbox, pending))
+        else:
+            done = [letterbox(i) for i in pending]
         out = list(batch)
         for i, frame in zip(pending, done):
             out[i] = (batch[i][0], frame)
-        return out
+        images = np.concatenate([frame.images for _, frame in out if frame.images is not None])
+        return out, images
 
     def _tracker(self, stream: _Stream) -> Tracker:
         if stream.tracker is None:
